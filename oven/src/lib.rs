@@ -1,0 +1,13 @@
+//! Oven's library: everything the binaries share.
+//!
+//! - [`job`]: the job, its states and the only legal transitions between them, and the result
+//!   document of the QMK API contract (section 6.3).
+//! - [`ports`]: what Oven needs from the outside world (a job table, a queue, an artifact store),
+//!   as traits; `adapters` implement them on AWS and on one machine.
+//!
+//! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
+//! and hand them to the router or the worker in this crate.
+
+pub mod job;
+pub mod ports;
+pub mod time;
