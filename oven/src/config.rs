@@ -1,0 +1,30 @@
+//! The names of the environment variables Oven reads, in one place.
+//!
+//! `template.yaml` sets these on each function; a test compares the two, so a variable the code
+//! reads can never be missing from a deployed function.
+
+/// Absolute base URL of the API as browsers reach it; result URLs are built from it.
+pub const PUBLIC_URL: &str = "OVEN_PUBLIC_URL";
+/// Base URL of the keyboards site (what the Configurator calls `VITE_KEYBOARDS_URL`).
+pub const KEYBOARDS_URL: &str = "OVEN_KEYBOARDS_URL";
+/// DynamoDB job table name.
+pub const JOB_TABLE: &str = "OVEN_JOB_TABLE";
+/// SQS compile queue URL.
+pub const QUEUE_URL: &str = "OVEN_QUEUE_URL";
+/// ARN of the dead-letter queue: messages from it turn their job `failed`.
+pub const DLQ_ARN: &str = "OVEN_DLQ_ARN";
+/// S3 bucket for firmware, keymaps, source archives and logs.
+pub const ARTIFACT_BUCKET: &str = "OVEN_ARTIFACT_BUCKET";
+/// S3 bucket holding the published keyboards tree.
+pub const KEYBOARDS_BUCKET: &str = "OVEN_KEYBOARDS_BUCKET";
+/// How long jobs and artifacts are kept, in hours.
+pub const RETENTION_HOURS: &str = "OVEN_RETENTION_HOURS";
+/// Wall-clock limit of one compile, in seconds.
+pub const COMPILE_TIMEOUT_SECS: &str = "OVEN_COMPILE_TIMEOUT_SECS";
+/// The qmk_firmware tree the worker compiles in (the qmk CLI's own variable).
+pub const QMK_HOME: &str = "QMK_HOME";
+
+/// Default retention: twice the 24 h the contract asks as a minimum.
+pub const DEFAULT_RETENTION_HOURS: u64 = 48;
+/// Default compile time limit.
+pub const DEFAULT_COMPILE_TIMEOUT_SECS: u64 = 300;
