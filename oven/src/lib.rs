@@ -9,6 +9,8 @@
 //! and hand them to the router or the worker in this crate.
 
 pub mod config;
+pub mod http;
 pub mod job;
+pub mod keymap;
 pub mod ports;
 pub mod time;

@@ -1,1 +1,120 @@
-fn main() {}
+//! `oven`: the whole service on one machine. `oven serve` runs the HTTP API over the local
+//! adapters (SQLite job table and queue, artifacts as files) and, optionally, serves a built
+//! keyboards tree, so the stock Configurator can point both of its URLs at it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use oven::adapters::local::LocalStorage;
+use oven::http::{ApiConfig, App, LocalKeyboardIndex, DEFAULT_KEYBOARDS_URL};
+use tokio::task::JoinSet;
+
+#[derive(Parser)]
+#[command(
+    name = "oven",
+    version,
+    about = "Oven, a compile service for QMK firmware"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API (and, later, the compile worker) on this machine.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where jobs, the queue and artifacts are kept.
+    #[arg(long, default_value = ".oven")]
+    data_dir: PathBuf,
+    /// Base URL browsers reach this server at (result URLs); default http://<listen>.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Base URL of the keyboards site; default <public-url>/keyboards with --keyboards-dir,
+    /// else https://keyboards.qmk.fm.
+    #[arg(long)]
+    keyboards_url: Option<String>,
+    /// A built keyboards tree (metadata-gen output) to serve under /keyboards/.
+    #[arg(long)]
+    keyboards_dir: Option<PathBuf>,
+    /// Benchmark baseline: submit with two durable writes (store, then enqueue) instead of one.
+    #[arg(long, hide = true)]
+    bench_two_writes: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let storage = LocalStorage::open(&args.data_dir)
+        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{}", args.listen));
+    let keyboards_url = match (&args.keyboards_url, &args.keyboards_dir) {
+        (Some(url), _) => url.clone(),
+        (None, Some(_)) => format!("{}/keyboards", public_url.trim_end_matches('/')),
+        (None, None) => DEFAULT_KEYBOARDS_URL.to_string(),
+    };
+    let mut config = ApiConfig::new(&public_url, &keyboards_url);
+    config.keyboards_dir = args.keyboards_dir.clone();
+
+    let db = Arc::new(storage.db.clone());
+    let mut app = App::new(
+        db.clone(),
+        db.clone(),
+        Arc::new(storage.artifacts.clone()),
+        config,
+    );
+    if !args.bench_two_writes {
+        app.submitter = Some(db);
+    }
+    if let Some(dir) = &args.keyboards_dir {
+        app.keyboards = Some(Arc::new(LocalKeyboardIndex { dir: dir.clone() }));
+    }
+    let router = oven::http::router(app);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    println!("oven: API listening on http://{}", listener.local_addr()?);
+    println!("oven: public URL {public_url}, keyboards URL {keyboards_url}");
+    println!("oven: data in {}", args.data_dir.display());
+
+    // Everything `serve` runs, side by side; the first to stop ends the process.
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    tasks.spawn(async move { axum::serve(listener, router).await.context("HTTP server") });
+    // The compile worker joins here: tasks.spawn(worker::run(...));
+
+    tokio::select! {
+        done = tasks.join_next() => match done {
+            Some(Ok(res)) => res,
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(()),
+        },
+        _ = tokio::signal::ctrl_c() => {
+            println!("oven: stopping");
+            Ok(())
+        }
+    }
+}

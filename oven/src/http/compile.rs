@@ -1,0 +1,354 @@
+//! `POST /v1/compile`, `GET /v1/compile/{id}` and the download routes (contract §4.4–4.6).
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+use super::error::{json, json_bytes, ApiError};
+use super::{QueuePosition, Shared, SubmitError};
+use crate::job::{Job, JobId, JobResult, JobState, Transition};
+use crate::keymap::{KeymapRequest, MAX_BODY_BYTES};
+use crate::ports::{ArtifactError, ArtifactKey, ArtifactMeta, Download, QueueMessage};
+use crate::time::Millis;
+
+/// `POST /v1/compile`: validate, store the job as queued, then enqueue it.
+pub async fn submit(State(app): State<Shared>, req: Request) -> Response {
+    // One byte over the limit is enough to know it is too large.
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES + 1).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                413,
+                format!("request body too large (limit {MAX_BODY_BYTES} bytes)"),
+            )
+            .into_response()
+        }
+    };
+    let request = match KeymapRequest::from_body(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let id = JobId::new();
+    let job = Job::queued(
+        id,
+        request.to_value(),
+        request.content_hash(),
+        Millis::now(),
+        app.config.retention,
+    );
+    let submitted = match &app.submitter {
+        Some(s) => s.submit(&job).await,
+        None => store_then_send(&app, &job).await,
+    };
+    if let Err(e) = submitted {
+        return ApiError::unavailable("could not accept the job", e).into_response();
+    }
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(br#"{"enqueued":true,"job_id":""#);
+    body.extend_from_slice(id.to_string().as_bytes());
+    body.extend_from_slice(b"\"}");
+    json_bytes(StatusCode::OK, body)
+}
+
+/// The generic submit: create, then send; a failed send turns the job `failed`.
+async fn store_then_send(app: &Shared, job: &Job) -> Result<(), SubmitError> {
+    app.jobs
+        .create(job)
+        .await
+        .map_err(|e| SubmitError::Store(e.to_string()))?;
+    if let Err(e) = app.queue.send(&QueueMessage { job_id: job.id }).await {
+        // Never leave a job queued that no worker will ever see.
+        let fail = Transition::Fail {
+            at: Millis::now(),
+            reason: "Oven could not enqueue this job".to_string(),
+        };
+        if let Err(te) = app.jobs.transition(job.id, fail).await {
+            tracing::error!(job = %job.id, error = %te, "could not mark an unqueued job failed");
+        }
+        return Err(SubmitError::Queue(e.to_string()));
+    }
+    Ok(())
+}
+
+async fn find_job(app: &Shared, id: &str) -> Result<Job, ApiError> {
+    let id: JobId = id.parse().map_err(|_| ApiError::job_not_found())?;
+    match app.jobs.get(id).await {
+        Ok(Some(job)) => Ok(job),
+        Ok(None) => Err(ApiError::job_not_found()),
+        Err(e) => Err(ApiError::unavailable("could not read the job", e)),
+    }
+}
+
+/// `GET /v1/compile/{id}`.
+pub async fn status(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    let job = match find_job(&app, &id).await {
+        Ok(j) => j,
+        Err(e) => return e.into_response(),
+    };
+    let queue = match (&app.queue_insight, job.state) {
+        (Some(qi), JobState::Queued) => qi.position(&job).await,
+        _ => None,
+    };
+    let doc = StatusDoc {
+        job: &job,
+        base: &app.config.public_url,
+        queue,
+    };
+    json(StatusCode::OK, &doc)
+}
+
+/// The status document: contract §4.5 Path A, keys sorted like Flask's output.
+pub struct StatusDoc<'a> {
+    pub job: &'a Job,
+    /// Public base URL for the result's download URLs.
+    pub base: &'a str,
+    pub queue: Option<QueuePosition>,
+}
+
+impl Serialize for StatusDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let job = self.job;
+        let mut m = s.serialize_map(None)?;
+        let created = job.created_at.http_date();
+        m.serialize_entry("created_at", &created)?;
+        // The job is stored and enqueued in one request.
+        m.serialize_entry("enqueued_at", &created)?;
+        if let Some(q) = &self.queue {
+            if let Some(eta) = q.eta_seconds {
+                m.serialize_entry("eta_seconds", &eta)?;
+            }
+        }
+        m.serialize_entry("id", &job.id)?;
+        m.serialize_entry("is_failed", &job.is_failed())?;
+        if let Some(q) = &self.queue {
+            m.serialize_entry("jobs_ahead", &q.jobs_ahead)?;
+        }
+        match (job.state, &job.result, &job.error) {
+            (JobState::Finished, Some(r), _) => m.serialize_entry(
+                "result",
+                &ResultView {
+                    r,
+                    base: self.base,
+                    id: job.id,
+                },
+            )?,
+            (JobState::Failed, _, Some(reason)) => {
+                m.serialize_entry("result", &FailedResult { output: reason })?
+            }
+            _ => m.serialize_entry("result", &())?,
+        }
+        m.serialize_entry("status", job.state.as_str())?;
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct FailedResult<'a> {
+    output: &'a str,
+}
+
+/// A finished job's result with its download URLs built from the public base URL: a URL is
+/// present exactly when the file it names was recorded.
+struct ResultView<'a> {
+    r: &'a JobResult,
+    base: &'a str,
+    id: JobId,
+}
+
+impl Serialize for ResultView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Destructured without `..`: a new field in JobResult must be decided on here.
+        let JobResult {
+            id,
+            keyboard,
+            keymap,
+            layout,
+            returncode,
+            output,
+            firmware,
+            firmware_filename,
+            keymap_archive,
+            source_archive,
+            keymap_json,
+            command,
+            public_firmware,
+            firmware_binary_url: _,
+            firmware_keymap_url: _,
+            firmware_source_url: _,
+            failure,
+            compile_seconds,
+            queue_seconds,
+            firmware_size,
+            firmware_commit,
+            toolchains,
+            cached,
+        } = self.r;
+        let url = |kind: ArtifactKind| {
+            [format!(
+                "{}/v1/compile/{}/{}",
+                self.base,
+                self.id,
+                kind.route()
+            )]
+        };
+        let mut m = s.serialize_map(None)?;
+        if let Some(v) = cached {
+            m.serialize_entry("cached", v)?;
+        }
+        m.serialize_entry("command", command)?;
+        if let Some(v) = compile_seconds {
+            m.serialize_entry("compile_seconds", v)?;
+        }
+        if let Some(v) = failure {
+            m.serialize_entry("failure", v)?;
+        }
+        m.serialize_entry("firmware", firmware)?;
+        if !firmware_filename.is_empty() {
+            m.serialize_entry("firmware_binary_url", &url(ArtifactKind::Firmware))?;
+        }
+        if let Some(v) = firmware_commit {
+            m.serialize_entry("firmware_commit", v)?;
+        }
+        m.serialize_entry("firmware_filename", firmware_filename)?;
+        if !keymap_archive.is_empty() {
+            m.serialize_entry("firmware_keymap_url", &url(ArtifactKind::Keymap))?;
+        }
+        if let Some(v) = firmware_size {
+            m.serialize_entry("firmware_size", v)?;
+        }
+        if !source_archive.is_empty() {
+            m.serialize_entry("firmware_source_url", &url(ArtifactKind::Source))?;
+        }
+        m.serialize_entry("id", id)?;
+        m.serialize_entry("keyboard", keyboard)?;
+        m.serialize_entry("keymap", keymap)?;
+        m.serialize_entry("keymap_archive", keymap_archive)?;
+        m.serialize_entry("keymap_json", keymap_json)?;
+        m.serialize_entry("layout", layout)?;
+        m.serialize_entry("output", output)?;
+        m.serialize_entry("public_firmware", public_firmware)?;
+        if let Some(v) = queue_seconds {
+            m.serialize_entry("queue_seconds", v)?;
+        }
+        m.serialize_entry("returncode", returncode)?;
+        m.serialize_entry("source_archive", source_archive)?;
+        if let Some(v) = toolchains {
+            m.serialize_entry("toolchains", v)?;
+        }
+        m.end()
+    }
+}
+
+/// Which file of a job a download route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    Firmware,
+    Keymap,
+    Source,
+}
+
+impl ArtifactKind {
+    fn route(self) -> &'static str {
+        match self {
+            ArtifactKind::Firmware => "download",
+            ArtifactKind::Keymap => "keymap",
+            ArtifactKind::Source => "source",
+        }
+    }
+
+    fn file_name(self, r: &JobResult) -> &str {
+        match self {
+            ArtifactKind::Firmware => &r.firmware_filename,
+            ArtifactKind::Keymap => &r.keymap_archive,
+            ArtifactKind::Source => &r.source_archive,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            ArtifactKind::Firmware => "firmware",
+            ArtifactKind::Keymap => "keymap",
+            ArtifactKind::Source => "source archive",
+        }
+    }
+}
+
+/// The media type a file is served with, by its extension.
+pub fn content_type(file_name: &str) -> &'static str {
+    match file_name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("json") => "application/json",
+        Some("zip") => "application/zip",
+        Some("hex") => "text/plain; charset=us-ascii",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `GET /v1/compile/{id}/{download,hex,keymap,source}`.
+pub async fn download(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    kind: ArtifactKind,
+) -> Response {
+    match serve_artifact(&app, &id, kind).await {
+        Ok(res) => res,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve_artifact(app: &Shared, id: &str, kind: ArtifactKind) -> Result<Response, ApiError> {
+    let job = find_job(app, id).await?;
+    let missing = || ApiError::new(404, format!("No {} for this compile job", kind.what()));
+    let result = job.result.as_ref().ok_or_else(missing)?;
+    let name = kind.file_name(result);
+    if name.is_empty() {
+        return Err(missing());
+    }
+    let key = ArtifactKey::for_job(job.id, name).map_err(|_| missing())?;
+    let meta = ArtifactMeta {
+        content_type: content_type(name).to_string(),
+        file_name: name.to_string(),
+    };
+    match app.artifacts.download(&key, &meta).await {
+        Ok(Download::Redirect(url)) => redirect(&url),
+        Ok(Download::File { path, meta, len }) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => missing(),
+                    _ => ApiError::unavailable("could not open the artifact", e),
+                })?;
+            let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            let mut res = Response::new(body);
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(&meta.content_type)
+                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            h.insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("attachment; filename=\"{}\"", meta.file_name))
+                    .unwrap_or(HeaderValue::from_static("attachment")),
+            );
+            Ok(res)
+        }
+        Err(ArtifactError::NotFound(_)) => Err(missing()),
+        Err(ArtifactError::Backend(e)) => {
+            Err(ApiError::unavailable("could not read the artifact", e))
+        }
+    }
+}
+
+/// 302 to `url`.
+pub fn redirect(url: &str) -> Result<Response, ApiError> {
+    let location = HeaderValue::from_str(url)
+        .map_err(|_| ApiError::new(502, "the storage returned an unusable URL"))?;
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::FOUND;
+    res.headers_mut().insert(header::LOCATION, location);
+    Ok(res)
+}

@@ -1,0 +1,862 @@
+//! The keymap request of `POST /v1/compile`, validated as code.
+//!
+//! Everything a client sends ends up in generated C and on a `make` command line (contract §8.1
+//! S1, S2), so this module accepts only what it can prove harmless: an allow-list grammar for
+//! keycodes (a small recursive-descent parser), strict patterns for `keyboard`, `keymap` and
+//! `layout`, size limits everywhere, and a closed set of inert optional fields.
+//!
+//! Field rules (the README lists them too):
+//! - `keyboard`: lower-case path segments of `[a-z0-9_-]` joined by `/`, no empty segment, no
+//!   `.` at all, at most [`MAX_KEYBOARD_LEN`] bytes.
+//! - `keymap`: `[A-Za-z0-9_-]`, 1 to [`MAX_KEYMAP_LEN`] bytes.
+//! - `layout`: `LAYOUT` or `LAYOUT_[0-9A-Za-z_]*`, at most [`MAX_LAYOUT_LEN`] bytes.
+//! - `layers`: 1 to [`MAX_LAYERS`] arrays of 0 to [`MAX_KEYS_PER_LAYER`] keycode strings.
+//! - optional `version` (integer 0..=2^31-1), `author`, `notes`, `documentation` (strings of at
+//!   most [`MAX_TEXT_LEN`] bytes, no NUL). They never reach C. A missing `documentation` gets the
+//!   default text (contract §4.4 step 6).
+//! - every other field (`config`, `macros`, `branch`, `converter`, `encoders`, ...) is rejected
+//!   with 400: they change the build, and silently dropping them would hand back a firmware the
+//!   client did not ask for.
+//!
+//! The normalised request (keycodes re-printed without spaces, fields in a fixed order) is what
+//! the worker compiles and what [`KeymapRequest::content_hash`] hashes for result caching.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+pub const MAX_KEYBOARD_LEN: usize = 128;
+pub const MAX_KEYMAP_LEN: usize = 64;
+pub const MAX_LAYOUT_LEN: usize = 64;
+pub const MAX_LAYERS: usize = 32;
+pub const MAX_KEYS_PER_LAYER: usize = 512;
+/// Longest keycode string (an "Any" key holds user text such as `LCTL(LSFT(LALT(KC_DEL)))`).
+pub const MAX_KEYCODE_LEN: usize = 128;
+/// Deepest nesting of function forms in one keycode.
+pub const MAX_KEYCODE_DEPTH: usize = 8;
+/// Longest `notes`, `documentation` or `author`.
+pub const MAX_TEXT_LEN: usize = 16 * 1024;
+
+/// The optional fields Oven accepts besides keyboard/keymap/layout/layers.
+pub const OPTIONAL_FIELDS: &[&str] = &["author", "documentation", "notes", "version"];
+
+/// Why a request was refused: the HTTP status and the message of the contract's error shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {message}")]
+pub struct RequestError {
+    pub code: u16,
+    pub message: String,
+    /// For 422 `Buzz off hacker.`: which field and why, so the message itself stays the contract's.
+    pub detail: Option<String>,
+}
+
+impl RequestError {
+    fn bad(message: impl Into<String>) -> Self {
+        RequestError {
+            code: 400,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    fn hacker(detail: impl Into<String>) -> Self {
+        RequestError {
+            code: 422,
+            message: HACKER.to_string(),
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+/// The contract's message for falsy or unparsable JSON.
+pub const INVALID_JSON: &str = "Invalid JSON data!";
+/// The contract's message for a hostile keyboard or keymap.
+pub const HACKER: &str = "Buzz off hacker.";
+
+/// A validated compile request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeymapRequest {
+    pub keyboard: String,
+    pub keymap: String,
+    pub layout: String,
+    pub layers: Vec<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    pub documentation: String,
+}
+
+impl KeymapRequest {
+    /// Validates a request body (bytes as received).
+    pub fn from_body(body: &[u8]) -> Result<Self, RequestError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(RequestError {
+                code: 413,
+                message: format!("request body too large (limit {MAX_BODY_BYTES} bytes)"),
+                detail: None,
+            });
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(RequestError::bad(INVALID_JSON));
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| RequestError::bad(format!("{INVALID_JSON} {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Validates an already parsed JSON value, in the contract's order of checks.
+    pub fn from_value(value: Value) -> Result<Self, RequestError> {
+        let is_falsy = match &value {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+        };
+        if is_falsy {
+            return Err(RequestError::bad(INVALID_JSON));
+        }
+        let Value::Object(mut obj) = value else {
+            return Err(RequestError::bad(format!(
+                "{INVALID_JSON} expected a JSON object"
+            )));
+        };
+
+        // Contract step 4 before step 5: the original's cheap hostility test comes first.
+        if let Some(Value::String(kb)) = obj.get("keyboard") {
+            if kb.contains('.') {
+                return Err(RequestError::hacker(format!(
+                    "keyboard: {} contains '.'",
+                    quote(kb)
+                )));
+            }
+        }
+        if let Some(Value::String(km)) = obj.get("keymap") {
+            if km.contains('/') {
+                return Err(RequestError::hacker(format!(
+                    "keymap: {} contains '/'",
+                    quote(km)
+                )));
+            }
+        }
+        let missing: Vec<&str> = ["keyboard", "keymap", "layout", "layers"]
+            .into_iter()
+            .filter(|k| obj.get(*k).is_none_or(Value::is_null))
+            .collect();
+        if !missing.is_empty() {
+            return Err(RequestError::bad(format!(
+                "Invalid or missing keys: {}",
+                missing.join(", ")
+            )));
+        }
+        if let Some(extra) = obj.keys().find(|k| {
+            !matches!(k.as_str(), "keyboard" | "keymap" | "layout" | "layers")
+                && !OPTIONAL_FIELDS.contains(&k.as_str())
+        }) {
+            return Err(RequestError::bad(format!(
+                "{}: field not accepted (Oven accepts keyboard, keymap, layout, layers, {})",
+                clip(extra),
+                OPTIONAL_FIELDS.join(", ")
+            )));
+        }
+
+        let keyboard = take_string(&mut obj, "keyboard")?;
+        check_keyboard(&keyboard).map_err(|e| RequestError::hacker(format!("keyboard: {e}")))?;
+        let keymap = take_string(&mut obj, "keymap")?;
+        check_keymap(&keymap).map_err(|e| RequestError::hacker(format!("keymap: {e}")))?;
+        let layout = take_string(&mut obj, "layout")?;
+        check_layout(&layout).map_err(|e| RequestError::bad(format!("layout: {e}")))?;
+        let layers = check_layers(obj.remove("layers").unwrap_or(Value::Null))?;
+
+        let version = match obj.remove("version") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+                Some(v) if v <= i32::MAX as u32 => Some(v),
+                _ => {
+                    return Err(RequestError::bad(
+                        "version: must be an integer from 0 to 2147483647",
+                    ))
+                }
+            },
+            Some(_) => return Err(RequestError::bad("version: must be an integer")),
+        };
+        let author = take_text(&mut obj, "author")?;
+        let notes = take_text(&mut obj, "notes")?;
+        let documentation = take_text(&mut obj, "documentation")?
+            .unwrap_or_else(|| default_documentation(&keyboard, &keymap));
+
+        Ok(KeymapRequest {
+            keyboard,
+            keymap,
+            layout,
+            layers,
+            version,
+            author,
+            notes,
+            documentation,
+        })
+    }
+
+    /// The normalised request as JSON (what the job stores and the worker compiles).
+    pub fn to_value(&self) -> Value {
+        // A struct of strings, numbers and vectors always serialises.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Canonical JSON: fixed field order, compact, keycodes normalised.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// sha256 (lower-case hex) of [`Self::canonical_json`]: equal requests, equal hashes.
+    pub fn content_hash(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical_json()))
+    }
+}
+
+/// The `documentation` of the keymap skeleton (`GET /v1/skeletons/keymap`), without the
+/// original's stray quotes (contract §4.2).
+pub const SKELETON_DOCUMENTATION: &str = "This file is a QMK Configurator export. You can import this at <https://config.qmk.fm>. It can also be used directly with QMK's source code.\n\nTo setup your QMK environment check out the tutorial: <https://docs.qmk.fm/#/newbs>\n\nYou can convert this file to a keymap.c using this command: `qmk json2c {keymap}`\n\nYou can compile this keymap using this command: `qmk compile {keymap}`\n";
+
+/// The documentation text the original inserts when the client sends none (contract §4.4).
+fn default_documentation(keyboard: &str, keymap: &str) -> String {
+    let file = format!("{}_{}.json", keyboard.replace('/', "_"), keymap);
+    SKELETON_DOCUMENTATION.replace("{keymap}", &file)
+}
+
+fn take_string(obj: &mut Map<String, Value>, key: &str) -> Result<String, RequestError> {
+    match obj.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(RequestError::bad(format!("{key}: must be a string"))),
+    }
+}
+
+fn take_text(obj: &mut Map<String, Value>, key: &str) -> Result<Option<String>, RequestError> {
+    match obj.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            if s.len() > MAX_TEXT_LEN {
+                Err(RequestError::bad(format!(
+                    "{key}: longer than {MAX_TEXT_LEN} bytes"
+                )))
+            } else if s.contains('\0') {
+                Err(RequestError::bad(format!(
+                    "{key}: contains a NUL character"
+                )))
+            } else {
+                Ok(Some(s))
+            }
+        }
+        Some(_) => Err(RequestError::bad(format!("{key}: must be a string"))),
+    }
+}
+
+/// A string shown in an error: JSON-quoted and cut short, so messages stay small and safe.
+fn quote(s: &str) -> String {
+    serde_json::to_string(&clip(s)).unwrap_or_default()
+}
+
+fn clip(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Position (byte offset) of the first offending character, shown as `'c' at N`.
+fn unexpected(s: &str, at: usize) -> String {
+    match s[at..].chars().next() {
+        Some(c) => format!("unexpected {} at {at}", show_char(c)),
+        None => format!("unexpected end at {at}"),
+    }
+}
+
+fn show_char(c: char) -> String {
+    if c.is_ascii_graphic() || c == ' ' {
+        format!("'{c}'")
+    } else {
+        format!("U+{:04X}", c as u32)
+    }
+}
+
+/// Checks a keyboard name: `[a-z0-9_-]+` segments joined by single `/`.
+pub fn check_keyboard(kb: &str) -> Result<(), String> {
+    if kb.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if kb.len() > MAX_KEYBOARD_LEN {
+        return Err(format!("longer than {MAX_KEYBOARD_LEN} bytes"));
+    }
+    let mut prev_slash = true;
+    for (i, b) in kb.bytes().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => prev_slash = false,
+            b'/' if !prev_slash => prev_slash = true,
+            _ => {
+                return Err(format!(
+                    "{} is not a keyboard name: {}",
+                    quote(kb),
+                    unexpected(kb, i)
+                ))
+            }
+        }
+    }
+    if prev_slash {
+        return Err(format!(
+            "{} is not a keyboard name: ends with '/'",
+            quote(kb)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a keymap name: `[A-Za-z0-9_-]{1,64}`.
+pub fn check_keymap(km: &str) -> Result<(), String> {
+    if km.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if km.len() > MAX_KEYMAP_LEN {
+        return Err(format!("longer than {MAX_KEYMAP_LEN} bytes"));
+    }
+    match km
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    {
+        Some(i) => Err(format!(
+            "{} is not a keymap name: {} (allowed: A-Z a-z 0-9 _ -)",
+            quote(km),
+            unexpected(km, i)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a layout macro name: `LAYOUT` or `LAYOUT_[0-9A-Za-z_]*`.
+pub fn check_layout(layout: &str) -> Result<(), String> {
+    if layout.len() > MAX_LAYOUT_LEN {
+        return Err(format!("longer than {MAX_LAYOUT_LEN} bytes"));
+    }
+    let ok = layout == "LAYOUT"
+        || layout
+            .strip_prefix("LAYOUT_")
+            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a layout macro (LAYOUT or LAYOUT_[0-9A-Za-z_]*)",
+            quote(layout)
+        ))
+    }
+}
+
+fn check_layers(value: Value) -> Result<Vec<Vec<String>>, RequestError> {
+    let Value::Array(layers) = value else {
+        return Err(RequestError::bad("layers: must be an array of arrays"));
+    };
+    if layers.is_empty() {
+        return Err(RequestError::bad("layers: must not be empty"));
+    }
+    if layers.len() > MAX_LAYERS {
+        return Err(RequestError::bad(format!(
+            "layers: more than {MAX_LAYERS} layers"
+        )));
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    for (l, layer) in layers.into_iter().enumerate() {
+        let Value::Array(keys) = layer else {
+            return Err(RequestError::bad(format!(
+                "layers[{l}]: must be an array of keycode strings"
+            )));
+        };
+        if keys.len() > MAX_KEYS_PER_LAYER {
+            return Err(RequestError::bad(format!(
+                "layers[{l}]: more than {MAX_KEYS_PER_LAYER} keys"
+            )));
+        }
+        let mut codes = Vec::with_capacity(keys.len());
+        for (k, key) in keys.into_iter().enumerate() {
+            let Value::String(code) = key else {
+                return Err(RequestError::bad(format!(
+                    "layers[{l}][{k}]: must be a keycode string"
+                )));
+            };
+            let normal = normalize_keycode(&code).map_err(|e| {
+                RequestError::bad(format!(
+                    "layers[{l}][{k}]: {} is not a keycode: {e}",
+                    quote(&code)
+                ))
+            })?;
+            codes.push(normal);
+        }
+        out.push(codes);
+    }
+    Ok(out)
+}
+
+/// Why a keycode string does not parse; `at` is a byte offset into the string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeycodeError {
+    #[error("empty")]
+    Empty,
+    #[error("longer than {MAX_KEYCODE_LEN} bytes")]
+    TooLong,
+    #[error("nested deeper than {MAX_KEYCODE_DEPTH} levels at {at}")]
+    TooDeep { at: usize },
+    #[error("unexpected {} at {at}", show_char(*found))]
+    Unexpected { found: char, at: usize },
+    #[error("unexpected end at {at}")]
+    UnexpectedEnd { at: usize },
+}
+
+/// A parsed keycode expression: `term ('|' term)*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keycode {
+    /// `KC_A`, `MOD_LCTL`
+    Ident(String),
+    /// `42`, `0x7E00` (kept as written)
+    Number(String),
+    /// `LT(2,KC_SPC)`, `ANY(...)`
+    Call(String, Vec<Keycode>),
+    /// `MOD_LCTL|MOD_LSFT`
+    Or(Vec<Keycode>),
+}
+
+impl fmt::Display for Keycode {
+    /// The canonical form: no spaces.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Keycode::Ident(s) | Keycode::Number(s) => f.write_str(s),
+            Keycode::Call(name, args) => {
+                write!(f, "{name}(")?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str(")")
+            }
+            Keycode::Or(terms) => {
+                for (i, t) in terms.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("|")?;
+                    }
+                    write!(f, "{t}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Parses a keycode string with the allow-list grammar:
+///
+/// ```text
+/// keycode := ws expr ws END
+/// expr    := term (ws '|' ws term)*
+/// term    := number | ident (ws '(' ws expr (ws ',' ws expr)* ws ')')?
+/// ident   := [A-Za-z_][A-Za-z0-9_]*
+/// number  := '0' [xX] [0-9A-Fa-f]+ | [0-9]+
+/// ws      := ' '*
+/// ```
+pub fn parse_keycode(s: &str) -> Result<Keycode, KeycodeError> {
+    if s.len() > MAX_KEYCODE_LEN {
+        return Err(KeycodeError::TooLong);
+    }
+    if s.trim_matches(' ').is_empty() {
+        return Err(KeycodeError::Empty);
+    }
+    let mut p = Parser {
+        s: s.as_bytes(),
+        src: s,
+        pos: 0,
+    };
+    p.ws();
+    let expr = p.expr(0)?;
+    p.ws();
+    if p.pos < p.s.len() {
+        return Err(p.unexpected());
+    }
+    Ok(expr)
+}
+
+/// [`parse_keycode`] and print back in canonical form.
+pub fn normalize_keycode(s: &str) -> Result<String, KeycodeError> {
+    parse_keycode(s).map(|k| k.to_string())
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    src: &'a str,
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.pos += 1;
+        }
+    }
+
+    fn unexpected(&self) -> KeycodeError {
+        match self.src[self.pos..].chars().next() {
+            Some(found) => KeycodeError::Unexpected {
+                found,
+                at: self.pos,
+            },
+            None => KeycodeError::UnexpectedEnd { at: self.pos },
+        }
+    }
+
+    fn expr(&mut self, depth: usize) -> Result<Keycode, KeycodeError> {
+        let first = self.term(depth)?;
+        self.ws();
+        if self.peek() != Some(b'|') {
+            return Ok(first);
+        }
+        let mut terms = vec![first];
+        while self.peek() == Some(b'|') {
+            self.pos += 1;
+            self.ws();
+            terms.push(self.term(depth)?);
+            self.ws();
+        }
+        Ok(Keycode::Or(terms))
+    }
+
+    fn term(&mut self, depth: usize) -> Result<Keycode, KeycodeError> {
+        let start = self.pos;
+        match self.peek() {
+            Some(b'0'..=b'9') => {
+                if self.s[start..].len() > 1
+                    && self.s[start] == b'0'
+                    && matches!(self.s[start + 1], b'x' | b'X')
+                {
+                    self.pos += 2;
+                    let digits = self.pos;
+                    while self.peek().is_some_and(|b| b.is_ascii_hexdigit()) {
+                        self.pos += 1;
+                    }
+                    if self.pos == digits {
+                        return Err(self.unexpected());
+                    }
+                } else {
+                    while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                        self.pos += 1;
+                    }
+                }
+                // `1KC_A` or `0x1g` are not numbers.
+                if self
+                    .peek()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(self.unexpected());
+                }
+                Ok(Keycode::Number(self.src[start..self.pos].to_string()))
+            }
+            Some(b) if b.is_ascii_alphabetic() || b == b'_' => {
+                while self
+                    .peek()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    self.pos += 1;
+                }
+                let name = self.src[start..self.pos].to_string();
+                self.ws();
+                if self.peek() != Some(b'(') {
+                    return Ok(Keycode::Ident(name));
+                }
+                if depth + 1 > MAX_KEYCODE_DEPTH {
+                    return Err(KeycodeError::TooDeep { at: self.pos });
+                }
+                self.pos += 1;
+                self.ws();
+                let mut args = vec![self.expr(depth + 1)?];
+                loop {
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => {
+                            self.pos += 1;
+                            self.ws();
+                            args.push(self.expr(depth + 1)?);
+                        }
+                        Some(b')') => {
+                            self.pos += 1;
+                            break;
+                        }
+                        _ => return Err(self.unexpected()),
+                    }
+                }
+                Ok(Keycode::Call(name, args))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn req() -> Value {
+        json!({
+            "keyboard": "clueboard/66/rev3",
+            "keymap": "my_awesome-keymap",
+            "layout": "LAYOUT_all",
+            "layers": [["KC_A", "MO(1)", "LT(2, KC_SPC)"], ["KC_TRNS", "MT(MOD_LCTL | MOD_LSFT,KC_ESC)", "ANY(LSFT(KC_1))"]],
+            "version": 1,
+            "notes": "",
+            "documentation": "doc"
+        })
+    }
+
+    fn err(v: Value) -> RequestError {
+        KeymapRequest::from_value(v).unwrap_err()
+    }
+
+    #[test]
+    fn accepts_configurator_request_and_normalises_keycodes() {
+        let r = KeymapRequest::from_value(req()).unwrap();
+        assert_eq!(r.layers[0][2], "LT(2,KC_SPC)");
+        assert_eq!(r.layers[1][1], "MT(MOD_LCTL|MOD_LSFT,KC_ESC)");
+        assert_eq!(r.version, Some(1));
+        assert_eq!(r.documentation, "doc");
+        let v = r.to_value();
+        assert_eq!(v["keyboard"], "clueboard/66/rev3");
+        assert!(v.get("author").is_none());
+    }
+
+    #[test]
+    fn hash_ignores_spacing_but_not_content() {
+        let a = KeymapRequest::from_value(req()).unwrap();
+        let mut spaced = req();
+        spaced["layers"][0][2] = json!("LT( 2 ,KC_SPC )");
+        let b = KeymapRequest::from_value(spaced).unwrap();
+        assert_eq!(a.content_hash(), b.content_hash());
+        assert_eq!(a.content_hash().len(), 64);
+        let mut other = req();
+        other["layers"][0][0] = json!("KC_B");
+        let c = KeymapRequest::from_value(other).unwrap();
+        assert_ne!(a.content_hash(), c.content_hash());
+    }
+
+    #[test]
+    fn contract_messages() {
+        for falsy in [
+            json!({}),
+            json!([]),
+            json!(null),
+            json!(0),
+            json!(""),
+            json!(false),
+        ] {
+            let e = err(falsy);
+            assert_eq!((e.code, e.message.as_str()), (400, INVALID_JSON));
+        }
+        let e = KeymapRequest::from_body(b"").unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (400, INVALID_JSON));
+        let e = KeymapRequest::from_body(b"{nope").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.message.starts_with(INVALID_JSON), "{}", e.message);
+
+        let mut v = req();
+        v["keyboard"] = json!("../etc");
+        let e = err(v);
+        assert_eq!((e.code, e.message.as_str()), (422, HACKER));
+        assert!(e.detail.unwrap().starts_with("keyboard:"));
+        let mut v = req();
+        v["keymap"] = json!("a/b");
+        assert_eq!(err(v).code, 422);
+
+        let mut v = req();
+        v.as_object_mut().unwrap().remove("layout");
+        v.as_object_mut().unwrap().remove("layers");
+        let e = err(v);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "Invalid or missing keys: layout, layers")
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for kb in ["a//b", "/a", "a/", "A", "a b", "a$b", "a\\b", "x\u{0}y"] {
+            let mut v = req();
+            v["keyboard"] = json!(kb);
+            assert_eq!(err(v).code, 422, "{kb}");
+        }
+        for km in ["$(shell id)", "a.b", "", "a b", "k\"m", &"x".repeat(65)] {
+            let mut v = req();
+            v["keymap"] = json!(km);
+            let e = err(v);
+            assert_eq!(e.code, 422, "{km}");
+            assert_eq!(e.message, HACKER);
+        }
+        let mut v = req();
+        v["keymap"] = json!("$(shell id)");
+        assert!(err(v).detail.unwrap().contains("unexpected '$' at 0"));
+        for layout in ["layout", "LAYOUTX", "LAYOUT_a b", "LAYOUT()"] {
+            let mut v = req();
+            v["layout"] = json!(layout);
+            assert_eq!(err(v).code, 400, "{layout}");
+        }
+    }
+
+    #[test]
+    fn keycode_errors_name_position() {
+        let mut v = req();
+        v["layers"][1][2] = json!("KC_A;");
+        assert_eq!(
+            err(v).message,
+            r#"layers[1][2]: "KC_A;" is not a keycode: unexpected ';' at 4"#
+        );
+        for bad in [
+            "KC_A\"; #include",
+            "MO(",
+            "MO()",
+            "MO(1",
+            "MO(1))",
+            "KC_A|",
+            "|KC_A",
+            "1KC",
+            "0x",
+            "0xZZ",
+            "KC_A KC_B",
+            "a(b)(c)",
+            "__asm__(\".incbin\")",
+            "LT(1,,KC_A)",
+            "KC_A\n",
+            "KC_\u{e9}",
+            "",
+            "   ",
+        ] {
+            assert!(parse_keycode(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "KC_A",
+            "_x",
+            "0",
+            "0x7E00",
+            "A(B(C(D)))",
+            "KC_A|KC_B|3",
+            " KC_A ",
+        ] {
+            assert!(parse_keycode(good).is_ok(), "{good:?}");
+        }
+        let deep = format!("{}KC_A{}", "F(".repeat(9), ")".repeat(9));
+        assert!(matches!(
+            parse_keycode(&deep),
+            Err(KeycodeError::TooDeep { .. })
+        ));
+        assert_eq!(parse_keycode(&"A".repeat(129)), Err(KeycodeError::TooLong));
+    }
+
+    #[test]
+    fn limits_and_types() {
+        let mut v = req();
+        v["layers"] = json!(vec![vec!["KC_A"]; 33]);
+        assert!(err(v).message.contains("more than 32 layers"));
+        let mut v = req();
+        v["layers"] = json!([vec!["KC_A"; 513]]);
+        assert!(err(v).message.contains("more than 512 keys"));
+        let mut v = req();
+        v["layers"] = json!([[1]]);
+        assert_eq!(err(v).message, "layers[0][0]: must be a keycode string");
+        let mut v = req();
+        v["layers"] = json!([]);
+        assert_eq!(err(v).code, 400);
+        let mut v = req();
+        v["keyboard"] = json!(["a"]);
+        assert_eq!(err(v).message, "keyboard: must be a string");
+        let mut v = req();
+        v["version"] = json!(-1);
+        assert!(err(v).message.starts_with("version:"));
+        let mut v = req();
+        v["notes"] = json!("x".repeat(MAX_TEXT_LEN + 1));
+        assert!(err(v).message.starts_with("notes:"));
+        for field in ["branch", "config", "macros", "converter"] {
+            let mut v = req();
+            v[field] = json!("x");
+            let e = err(v);
+            assert_eq!(e.code, 400);
+            assert!(e.message.starts_with(&format!("{field}:")), "{}", e.message);
+        }
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        assert_eq!(KeymapRequest::from_body(&big).unwrap_err().code, 413);
+        // Deep JSON nesting is serde_json's recursion limit, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        assert_eq!(
+            KeymapRequest::from_body(deep.as_bytes()).unwrap_err().code,
+            413
+        );
+        let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        assert_eq!(
+            KeymapRequest::from_body(deep.as_bytes()).unwrap_err().code,
+            400
+        );
+    }
+
+    #[test]
+    fn missing_documentation_gets_default() {
+        let mut v = req();
+        v.as_object_mut().unwrap().remove("documentation");
+        let r = KeymapRequest::from_value(v).unwrap();
+        assert!(r
+            .documentation
+            .contains("qmk compile clueboard_66_rev3_my_awesome-keymap.json"));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = KeymapRequest::from_body(&body);
+        }
+
+        #[test]
+        fn arbitrary_keycodes_never_panic_and_accepted_ones_are_safe(s in "\\PC{0,40}") {
+            if let Ok(k) = parse_keycode(&s) {
+                let out = k.to_string();
+                prop_assert!(out.bytes().all(|b| b.is_ascii_alphanumeric() || b"_(),|".contains(&b)), "{}", out);
+                // Printing is a fixed point of parsing.
+                prop_assert_eq!(normalize_keycode(&out).unwrap(), out);
+            }
+        }
+
+        #[test]
+        fn grammar_like_keycodes_never_panic(s in "[A-Z_0-9x(),| ;\"#]{0,60}") {
+            let _ = parse_keycode(&s);
+        }
+
+        #[test]
+        fn arbitrary_json_requests_never_panic(
+            kb in "\\PC{0,20}", km in "\\PC{0,20}", layout in "\\PC{0,12}",
+            keys in proptest::collection::vec("\\PC{0,12}", 0..8),
+        ) {
+            let v = json!({"keyboard": kb, "keymap": km, "layout": layout, "layers": [keys]});
+            if let Ok(r) = KeymapRequest::from_value(v) {
+                prop_assert!(check_keyboard(&r.keyboard).is_ok());
+                prop_assert!(!r.keymap.contains(['$', '(', '.', '/']));
+            }
+        }
+    }
+}
