@@ -789,3 +789,23 @@ mod fuzz {
         }
     }
 }
+
+/// The spec check is not vacuous: shapes the router must never send are refused.
+#[test]
+fn spec_check_rejects_wrong_shapes() {
+    for (path, body) in [
+        ("/v1/compile/{id}", json!({"id": "x", "status": "queued"})),
+        (
+            "/v1/compile/{id}",
+            json!({"created_at": "Sun, 03 Apr 2022 18:04:13 GMT", "enqueued_at": "Sun, 03 Apr 2022 18:04:13 GMT",
+                   "id": "0f8fad5b-d9cb-469f-a165-70867728950e", "is_failed": null, "result": null, "status": "baking"}),
+        ),
+        (
+            "/v1",
+            json!({"queue_length": 0, "status": "running", "status_queue": "good", "status_store": "good", "version": "0.1\n"}),
+        ),
+    ] {
+        let r = std::panic::catch_unwind(|| check_spec("GET", path, StatusCode::OK, &body));
+        assert!(r.is_err(), "{path}: {body} passed");
+    }
+}

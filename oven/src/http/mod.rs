@@ -9,6 +9,7 @@ mod compile;
 mod error;
 pub mod keyboards;
 mod layers;
+mod local;
 mod meta;
 
 use std::path::PathBuf;
