@@ -11,6 +11,7 @@ pub mod keyboards;
 mod layers;
 mod local;
 mod meta;
+mod s3_keyboards;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::ports::{ArtifactStore, JobQueue, JobStore};
 
 pub use error::ApiError;
 pub use keyboards::{KeyboardIndex, KeyboardIndexError, LocalKeyboardIndex};
+pub use s3_keyboards::{S3KeyboardIndex, POINTER_KEY};
 
 /// The OpenAPI 3 description of this API, served at `GET /v1/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
