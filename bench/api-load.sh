@@ -3,6 +3,7 @@
 #   1. POST /v1/compile (every job durably stored: SQLite synchronous=FULL, one group commit per batch)
 #   2. GET  /v1/compile/<id> (status of a queued job)
 #   3. GET  /v1/skeletons (a static document: the router's ceiling, no storage involved)
+#   4. POST without fsync (hidden --bench-no-fsync), to separate the API cost from the disk
 # and the same submit through the generic store-then-enqueue path (two durable writes per
 # request) as the baseline, side by side.
 #
@@ -77,3 +78,10 @@ run "GET /v1/skeletons (static ceiling)" "$URL/v1/skeletons"
 
 start baseline --bench-two-writes
 run "baseline: POST, store then enqueue (2 writes)" "$URL/v1/compile" "$TMP/post.lua"
+
+# Where the submit time goes: the same server without fsync (the API's own cost), and the
+# disk's fsync latency, which bounds durable submits at about connections / commit latency.
+start nofsync --bench-no-fsync
+run "POST without fsync (API cost only)" "$URL/v1/compile" "$TMP/post.lua"
+SYNC="$(dd if=/dev/zero of="$TMP/fsync.test" bs=4k count=200 oflag=dsync 2>&1 | tail -1)"
+echo "disk: 200 x 4 KiB O_DSYNC writes: $SYNC"

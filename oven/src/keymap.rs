@@ -209,6 +209,42 @@ impl KeymapRequest {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// The normalised request as JSON and its content hash, moving the strings instead of
+    /// copying them (the submit hot path).
+    pub fn into_parts(self) -> (Value, String) {
+        let hash = self.content_hash();
+        let KeymapRequest {
+            keyboard,
+            keymap,
+            layout,
+            layers,
+            version,
+            author,
+            notes,
+            documentation,
+        } = self;
+        let mut m = Map::new();
+        m.insert("keyboard".into(), Value::String(keyboard));
+        m.insert("keymap".into(), Value::String(keymap));
+        m.insert("layout".into(), Value::String(layout));
+        let layers = layers
+            .into_iter()
+            .map(|l| Value::Array(l.into_iter().map(Value::String).collect()))
+            .collect();
+        m.insert("layers".into(), Value::Array(layers));
+        if let Some(v) = version {
+            m.insert("version".into(), Value::from(v));
+        }
+        if let Some(a) = author {
+            m.insert("author".into(), Value::String(a));
+        }
+        if let Some(n) = notes {
+            m.insert("notes".into(), Value::String(n));
+        }
+        m.insert("documentation".into(), Value::String(documentation));
+        (Value::Object(m), hash)
+    }
+
     /// Canonical JSON: fixed field order, compact, keycodes normalised.
     pub fn canonical_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -610,6 +646,8 @@ mod tests {
         let v = r.to_value();
         assert_eq!(v["keyboard"], "clueboard/66/rev3");
         assert!(v.get("author").is_none());
+        let hash = r.content_hash();
+        assert_eq!(r.into_parts(), (v, hash));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use oven::adapters::local::LocalStorage;
+use oven::adapters::local::{LocalDbOptions, LocalStorage};
 use oven::http::{ApiConfig, App, LocalKeyboardIndex, DEFAULT_KEYBOARDS_URL};
 use tokio::task::JoinSet;
 
@@ -50,6 +50,10 @@ struct ServeArgs {
     /// Benchmark baseline: submit with two durable writes (store, then enqueue) instead of one.
     #[arg(long, hide = true)]
     bench_two_writes: bool,
+    /// Benchmark only: commit without fsync (survives a crash of the process, not of the
+    /// machine), to show what the API costs apart from the disk.
+    #[arg(long, hide = true)]
+    bench_no_fsync: bool,
 }
 
 #[tokio::main]
@@ -66,7 +70,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let storage = LocalStorage::open(&args.data_dir)
+    let options = LocalDbOptions {
+        fsync_every_commit: !args.bench_no_fsync,
+        ..LocalDbOptions::default()
+    };
+    let storage = LocalStorage::open_with(&args.data_dir, options)
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
     let public_url = args
         .public_url

@@ -32,13 +32,8 @@ pub async fn submit(State(app): State<Shared>, req: Request) -> Response {
         Err(e) => return ApiError::from(e).into_response(),
     };
     let id = JobId::new();
-    let job = Job::queued(
-        id,
-        request.to_value(),
-        request.content_hash(),
-        Millis::now(),
-        app.config.retention,
-    );
+    let (request, hash) = request.into_parts();
+    let job = Job::queued(id, request, hash, Millis::now(), app.config.retention);
     let submitted = match &app.submitter {
         Some(s) => s.submit(&job).await,
         None => store_then_send(&app, &job).await,
