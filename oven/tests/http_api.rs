@@ -809,3 +809,16 @@ fn spec_check_rejects_wrong_shapes() {
         assert!(r.is_err(), "{path}: {body} passed");
     }
 }
+
+#[tokio::test]
+async fn generic_store_then_enqueue_path() {
+    let e = env_with(|app, _| app.submitter = None);
+    let id = submit(&e).await;
+    assert_eq!(
+        e.storage.db.get(id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    let got = e.storage.db.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.job_id, id);
+}
