@@ -129,3 +129,67 @@ async fn ping_and_missing_table() {
     let err = missing.ping().await.unwrap_err();
     assert_eq!(err.backend, "dynamodb");
 }
+
+/// What S3 itself stores: the headers on the object, the TTL attribute on the item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_carry_headers_and_items_carry_ttl() {
+    let Some(e) = setup("objects_carry_headers").await else {
+        return;
+    };
+    use oven::ports::{ArtifactBody, ArtifactKey, ArtifactMeta, ArtifactStore, JobStore};
+    let key = ArtifactKey::new("keymaps/x.json").unwrap();
+    let meta = ArtifactMeta {
+        content_type: "application/json".into(),
+        file_name: "dz60_default.json".into(),
+    };
+    e.storage
+        .artifacts
+        .put(
+            &key,
+            ArtifactBody::Bytes(bytes::Bytes::from_static(b"{}")),
+            &meta,
+        )
+        .await
+        .unwrap();
+    let head = e
+        .clients
+        .s3
+        .head_object()
+        .bucket(e.storage.artifacts.bucket())
+        .key(key.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/json"));
+    assert_eq!(
+        head.content_disposition(),
+        Some("attachment; filename=\"dz60_default.json\"")
+    );
+
+    let job = c::new_job();
+    e.storage.jobs.create(&job).await.unwrap();
+    let item = e
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(e.storage.jobs.table())
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(job.id.to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let ttl = item.item().unwrap()["expires_at_s"].as_n().unwrap().clone();
+    assert_eq!(ttl, job.expires_at.as_secs().to_string());
+    let described = e
+        .clients
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(e.storage.jobs.table())
+        .send()
+        .await
+        .unwrap();
+    let spec = described.time_to_live_description().unwrap();
+    assert_eq!(spec.attribute_name(), Some("expires_at_s"));
+}
