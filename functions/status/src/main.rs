@@ -1,1 +1,9 @@
-fn main() {}
+//! The `status` Lambda (GET /v1/compile/{id}, /v1, /v1/healthcheck, skeletons, keyboards): Oven's one API router behind API Gateway (HTTP API),
+//! over DynamoDB, SQS and S3 adapters configured from the environment.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    oven::http::aws::init_tracing();
+    let app = oven::http::aws::app_from_env().await?;
+    lambda_http::run(oven::http::router(app)).await
+}

@@ -5,6 +5,7 @@
 //! and `template.yaml` are tested against it. Cross-cutting behaviour lives in [`layers`]:
 //! CORS on every response, `//v1/...` paths, JSON for every error.
 
+pub mod aws;
 mod compile;
 mod error;
 pub mod keyboards;

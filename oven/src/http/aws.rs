@@ -1,0 +1,45 @@
+//! The router's state on AWS, built from the environment of a deployed function (the three
+//! HTTP functions share it: each serves its routes from the same router).
+
+use std::sync::Arc;
+
+use super::{ApiConfig, App, ConfigError, S3KeyboardIndex};
+use crate::adapters::aws::{AwsClients, AwsConfig, AwsStorage, MissingVar};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsAppError {
+    #[error(transparent)]
+    Missing(#[from] MissingVar),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// DynamoDB, SQS and S3 adapters, the keyboards bucket when `OVEN_KEYBOARDS_BUCKET` is set,
+/// and the API settings, all from the environment.
+pub async fn app_from_env() -> Result<App, AwsAppError> {
+    let names = AwsConfig::from_env()?;
+    let config = ApiConfig::from_env()?;
+    let clients = AwsClients::from_env().await;
+    let storage = AwsStorage::new(&clients, &names);
+    let mut app = App::new(
+        Arc::new(storage.jobs),
+        Arc::new(storage.queue),
+        Arc::new(storage.artifacts),
+        config,
+    );
+    if let Some(bucket) = names.keyboards_bucket {
+        app.keyboards = Some(Arc::new(S3KeyboardIndex::new(clients.s3.clone(), bucket)));
+    }
+    Ok(app)
+}
+
+/// JSON logs to stdout (CloudWatch), level from `RUST_LOG` (default info).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .without_time() // CloudWatch stamps every line
+        .try_init();
+}
