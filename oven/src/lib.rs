@@ -4,6 +4,8 @@
 //!   document of the QMK API contract (section 6.3).
 //! - [`ports`]: what Oven needs from the outside world (a job table, a queue, an artifact store),
 //!   as traits; `adapters` implement them on AWS and on one machine.
+//! - [`keymap`]: the compile request, validated as code (keycode grammar, names, limits).
+//! - [`http`]: the API router shared by the HTTP Lambdas and `oven serve`.
 //!
 //! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
 //! and hand them to the router or the worker in this crate.
