@@ -21,8 +21,38 @@ pub const KEYBOARDS_BUCKET: &str = "OVEN_KEYBOARDS_BUCKET";
 pub const RETENTION_HOURS: &str = "OVEN_RETENTION_HOURS";
 /// Wall-clock limit of one compile, in seconds.
 pub const COMPILE_TIMEOUT_SECS: &str = "OVEN_COMPILE_TIMEOUT_SECS";
-/// The qmk_firmware tree the worker compiles in (the qmk CLI's own variable).
+/// The qmk_firmware tree the worker compiles in (the qmk CLI's own variable). Set by the
+/// compile image (Dockerfile `ENV`), not by `template.yaml`.
 pub const QMK_HOME: &str = "QMK_HOME";
+/// Log filter for `telemetry::init` (`tracing_subscriber::EnvFilter` syntax, e.g.
+/// `info,oven=debug`); optional, defaults to `info`.
+pub const LOG: &str = "OVEN_LOG";
+
+// What each deployed function reads, so `tests/template.rs` can check `template.yaml` sets
+// exactly these on it. Optional variables with defaults (`LOG`) and variables the image sets
+// (`QMK_HOME`) are not listed. Keep each list in step with the function's `main.rs`.
+
+/// `functions/submit` (POST /v1/compile).
+pub const SUBMIT_ENV: &[&str] = &[PUBLIC_URL, JOB_TABLE, QUEUE_URL, RETENTION_HOURS];
+/// `functions/status` (GET /v1, job status, skeletons, converters, keyboards redirects).
+pub const STATUS_ENV: &[&str] = &[
+    PUBLIC_URL,
+    KEYBOARDS_URL,
+    JOB_TABLE,
+    QUEUE_URL,
+    KEYBOARDS_BUCKET,
+];
+/// `functions/download` (GET /v1/compile/{id}/download|hex|keymap|source).
+pub const DOWNLOAD_ENV: &[&str] = &[PUBLIC_URL, JOB_TABLE, ARTIFACT_BUCKET];
+/// `functions/compile` (the SQS worker).
+pub const COMPILE_ENV: &[&str] = &[
+    PUBLIC_URL,
+    JOB_TABLE,
+    ARTIFACT_BUCKET,
+    DLQ_ARN,
+    RETENTION_HOURS,
+    COMPILE_TIMEOUT_SECS,
+];
 
 /// Default retention: twice the 24 h the contract asks as a minimum.
 pub const DEFAULT_RETENTION_HOURS: u64 = 48;

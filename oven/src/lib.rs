@@ -4,6 +4,7 @@
 //!   document of the QMK API contract (section 6.3).
 //! - [`ports`]: what Oven needs from the outside world (a job table, a queue, an artifact store),
 //!   as traits; `adapters` implement them on AWS and on one machine.
+//! - [`telemetry`]: JSON logs with the job id on every line, and CloudWatch EMF metrics.
 //!
 //! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
 //! and hand them to the router or the worker in this crate.
@@ -11,4 +12,5 @@
 pub mod config;
 pub mod job;
 pub mod ports;
+pub mod telemetry;
 pub mod time;
