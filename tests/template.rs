@@ -1,0 +1,398 @@
+//! Checks `template.yaml` against the code, so a deploy can never miss a route or a variable:
+//!
+//! - every route of the router is an `HttpApi` event on the function that serves it, and every
+//!   `HttpApi` event is a route of the router;
+//! - every function's `Environment` names exactly the variables its code reads (the
+//!   `oven::config::*_ENV` lists);
+//! - the queues feeding the compile function give it at least 6 x its timeout of visibility,
+//!   partial batch failures are on, and the DLQ the code is told about is the one it consumes.
+//!
+//! Each comparison is also run on a deliberately broken copy (a route or a variable removed on
+//! either side), so a check that cannot fail would fail here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use oven::config;
+use serde_yaml_ng::Value;
+
+/// One route as the router serves it: method, axum path syntax (`{id}`, `{*rest}`), function.
+type RouterRoute = (&'static str, &'static str, &'static str);
+
+/// The router's route table and which function API Gateway must send each route to.
+///
+/// Extracted from the contract (section 3) as Oven implements it, until `oven::http` exposes
+/// its table; then this becomes a map over that table.
+const ROUTER_ROUTES: &[RouterRoute] = &[
+    ("POST", "/v1/compile", "submit"),
+    ("GET", "/v1", "status"),
+    ("GET", "/v1/healthcheck", "status"),
+    ("GET", "/v1/compile/{id}", "status"),
+    ("GET", "/v1/skeletons", "status"),
+    ("GET", "/v1/skeletons/keymap", "status"),
+    ("GET", "/v1/converters", "status"),
+    ("GET", "/v1/keyboards", "status"),
+    ("GET", "/v1/keyboards/all", "status"),
+    ("GET", "/v1/keyboards/{*kb}", "status"),
+    ("GET", "/v1/usb", "status"),
+    ("GET", "/v1/openapi.json", "status"),
+    ("GET", "/v1/compile/{id}/download", "download"),
+    ("GET", "/v1/compile/{id}/hex", "download"),
+    ("GET", "/v1/compile/{id}/keymap", "download"),
+    ("GET", "/v1/compile/{id}/source", "download"),
+];
+
+/// What each function's code reads, by the function's binary name.
+fn code_env() -> BTreeMap<String, BTreeSet<String>> {
+    [
+        ("submit", config::SUBMIT_ENV),
+        ("status", config::STATUS_ENV),
+        ("download", config::DOWNLOAD_ENV),
+        ("compile", config::COMPILE_ENV),
+    ]
+    .into_iter()
+    .map(|(f, vars)| (f.to_owned(), vars.iter().map(|v| v.to_string()).collect()))
+    .collect()
+}
+
+/// A route in one comparable form: method and path with parameter names dropped (`{}` for one
+/// segment, `{+}` for the rest of the path); the names are the router's business.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Route {
+    method: String,
+    path: String,
+    function: String,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} -> {}", self.method, self.path, self.function)
+    }
+}
+
+fn normalize_path(path: &str) -> String {
+    path.split('/')
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(p) if p.starts_with('*') || p.ends_with('+') => "{+}",
+                Some(_) => "{}",
+                None => seg,
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn route(method: &str, path: &str, function: &str) -> Route {
+    Route {
+        method: method.to_ascii_uppercase(),
+        path: normalize_path(path),
+        function: function.to_owned(),
+    }
+}
+
+fn load_template() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let text = std::fs::read_to_string(path).expect("read template.yaml");
+    serde_yaml_ng::from_str(&text).expect("template.yaml is YAML")
+}
+
+fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_mapping().and_then(|m| m.get(key))
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = get(cur, k)?;
+    }
+    cur.as_str()
+}
+
+/// The value under a CloudFormation short-form tag (`!GetAtt X.Arn` -> ("GetAtt", "X.Arn")).
+fn tagged(v: &Value) -> Option<(String, &Value)> {
+    match v {
+        Value::Tagged(t) => Some((
+            t.tag.to_string().trim_start_matches('!').to_owned(),
+            &t.value,
+        )),
+        _ => None,
+    }
+}
+
+/// The template's functions: (logical id, function name, properties). The name is the binary
+/// (`Metadata.BuildProperties.Binary`) or, for the image function, the logical id without
+/// `Function`, lower-cased.
+fn functions(t: &Value) -> Vec<(String, String, Value)> {
+    let resources = get(t, "Resources")
+        .and_then(Value::as_mapping)
+        .expect("Resources");
+    let mut out = Vec::new();
+    for (id, res) in resources {
+        if str_at(res, &["Type"]) != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let id = id.as_str().expect("logical id").to_owned();
+        let name = str_at(res, &["Metadata", "BuildProperties", "Binary"])
+            .map(str::to_owned)
+            .unwrap_or_else(|| id.trim_end_matches("Function").to_ascii_lowercase());
+        let props = get(res, "Properties")
+            .cloned()
+            .expect("function Properties");
+        out.push((id, name, props));
+    }
+    out
+}
+
+fn template_routes(t: &Value) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (id, name, props) in functions(t) {
+        let Some(events) = get(&props, "Events").and_then(Value::as_mapping) else {
+            continue;
+        };
+        for (ev_name, ev) in events {
+            if str_at(ev, &["Type"]) != Some("HttpApi") {
+                continue;
+            }
+            let p = get(ev, "Properties").expect("HttpApi event Properties");
+            let api = get(p, "ApiId").and_then(tagged);
+            assert!(
+                matches!(&api, Some((tag, v)) if tag == "Ref" && v.as_str() == Some("Api")),
+                "{id}.{ev_name:?}: ApiId must be !Ref Api, is {api:?}"
+            );
+            let method = str_at(p, &["Method"]).expect("Method");
+            let path = str_at(p, &["Path"]).expect("Path");
+            out.push(route(method, path, &name));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn router_routes(table: &[RouterRoute]) -> Vec<Route> {
+    let mut out: Vec<Route> = table.iter().map(|(m, p, f)| route(m, p, f)).collect();
+    out.sort();
+    out
+}
+
+/// Routes in one list and not in the other, as a readable error.
+fn compare_routes(template: &[Route], router: &[Route]) -> Result<(), String> {
+    let t: BTreeSet<&Route> = template.iter().collect();
+    let r: BTreeSet<&Route> = router.iter().collect();
+    let mut msg = String::new();
+    for missing in r.difference(&t) {
+        msg += &format!("  router route not in template.yaml: {missing}\n");
+    }
+    for extra in t.difference(&r) {
+        msg += &format!("  template.yaml route not in the router: {extra}\n");
+    }
+    let dupes: Vec<_> = template
+        .windows(2)
+        .filter(|w| w[0].method == w[1].method && w[0].path == w[1].path)
+        .collect();
+    for d in dupes {
+        msg += &format!(
+            "  route wired twice in template.yaml: {} / {}\n",
+            d[0], d[1]
+        );
+    }
+    if msg.is_empty() {
+        Ok(())
+    } else {
+        Err(msg)
+    }
+}
+
+fn template_env(t: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    functions(t)
+        .into_iter()
+        .map(|(_, name, props)| {
+            let vars = get(&props, "Environment")
+                .and_then(|e| get(e, "Variables"))
+                .and_then(Value::as_mapping)
+                .map(|m| {
+                    m.keys()
+                        .map(|k| k.as_str().expect("variable name").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (name, vars)
+        })
+        .collect()
+}
+
+/// Variables a function reads and the template does not set, or sets and nothing reads.
+fn compare_env(
+    template: &BTreeMap<String, BTreeSet<String>>,
+    code: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), String> {
+    let mut msg = String::new();
+    let names: BTreeSet<&String> = template.keys().chain(code.keys()).collect();
+    for f in names {
+        let (Some(t), Some(c)) = (template.get(f), code.get(f)) else {
+            msg += &format!("  function {f} is only in one of template.yaml and oven::config\n");
+            continue;
+        };
+        for v in c.difference(t) {
+            msg += &format!("  {f} reads {v} but template.yaml does not set it\n");
+        }
+        for v in t.difference(c) {
+            msg += &format!("  template.yaml sets {v} on {f} but its code does not read it\n");
+        }
+    }
+    if msg.is_empty() {
+        Ok(())
+    } else {
+        Err(msg)
+    }
+}
+
+#[test]
+fn every_route_is_wired_to_its_function_and_nothing_else_is() {
+    let t = load_template();
+    let template = template_routes(&t);
+    let router = router_routes(ROUTER_ROUTES);
+    if let Err(msg) = compare_routes(&template, &router) {
+        panic!("template.yaml and the router disagree:\n{msg}");
+    }
+}
+
+#[test]
+fn route_check_catches_a_route_missing_on_either_side() {
+    // The comparator on the real tables, each side losing one route in turn: it must name it.
+    let t = load_template();
+    for full in [template_routes(&t), router_routes(ROUTER_ROUTES)] {
+        for i in 0..full.len() {
+            let mut fewer = full.clone();
+            let gone = fewer.remove(i);
+            let err = compare_routes(&full, &fewer).expect_err("route dropped from the router");
+            assert!(err.contains(&format!("template.yaml route not in the router: {gone}")));
+            let err = compare_routes(&fewer, &full).expect_err("route dropped from the template");
+            assert!(err.contains(&format!("router route not in template.yaml: {gone}")));
+        }
+        // Sent to the wrong function.
+        let mut moved = full.clone();
+        moved[0].function = "elsewhere".into();
+        assert!(compare_routes(&moved, &full).is_err());
+    }
+}
+
+#[test]
+fn every_function_gets_exactly_the_variables_its_code_reads() {
+    let t = load_template();
+    if let Err(msg) = compare_env(&template_env(&t), &code_env()) {
+        panic!("template.yaml environments and oven::config disagree:\n{msg}");
+    }
+}
+
+#[test]
+fn env_check_catches_a_variable_missing_on_either_side() {
+    let t = load_template();
+    for full in [template_env(&t), code_env()] {
+        for (f, vars) in &full {
+            for v in vars {
+                let mut less = full.clone();
+                less.get_mut(f).unwrap().remove(v);
+                let err = compare_env(&less, &full).expect_err("variable dropped from template");
+                assert!(err.contains(&format!("{f} reads {v} but")), "{err}");
+                let err = compare_env(&full, &less).expect_err("variable dropped from code");
+                assert!(err.contains(&format!("sets {v} on {f} but")), "{err}");
+            }
+        }
+    }
+}
+
+fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
+    get(t, "Resources")
+        .and_then(|r| get(r, id))
+        .unwrap_or_else(|| panic!("resource {id}"))
+}
+
+fn number(v: &Value, key: &str) -> u64 {
+    get(v, key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{key} must be a literal number"))
+}
+
+/// `!GetAtt X.Arn` -> `X`.
+fn get_att_arn(v: &Value) -> Option<String> {
+    let (tag, inner) = tagged(v)?;
+    let target = inner.as_str()?.strip_suffix(".Arn")?;
+    (tag == "GetAtt").then(|| target.to_owned())
+}
+
+#[test]
+fn compile_function_queues_are_wired_for_sqs() {
+    let t = load_template();
+    let compile = get(resource(&t, "CompileFunction"), "Properties").unwrap();
+    assert_eq!(str_at(compile, &["PackageType"]), Some("Image"));
+    let timeout = number(compile, "Timeout");
+    let events = get(compile, "Events").and_then(Value::as_mapping).unwrap();
+    let mut queues = Vec::new();
+    for (name, ev) in events {
+        assert_eq!(str_at(ev, &["Type"]), Some("SQS"), "{name:?}");
+        let p = get(ev, "Properties").unwrap();
+        let types = get(p, "FunctionResponseTypes").and_then(Value::as_sequence);
+        assert!(
+            types.is_some_and(|t| t
+                .iter()
+                .any(|x| x.as_str() == Some("ReportBatchItemFailures"))),
+            "{name:?} must report partial batch failures"
+        );
+        let q = get(p, "Queue")
+            .and_then(get_att_arn)
+            .expect("Queue: !GetAtt X.Arn");
+        let visibility = number(
+            get(resource(&t, &q), "Properties").unwrap(),
+            "VisibilityTimeout",
+        );
+        assert!(
+            visibility >= 6 * timeout,
+            "{q}: VisibilityTimeout {visibility} < 6 x compile Timeout {timeout}"
+        );
+        queues.push(q);
+    }
+    // The main queue redrives to the DLQ, and the DLQ named to the code is consumed too.
+    let jobs = get(resource(&t, "JobQueue"), "Properties").unwrap();
+    let dlq = get(jobs, "RedrivePolicy")
+        .and_then(|r| get(r, "deadLetterTargetArn"))
+        .and_then(get_att_arn)
+        .expect("JobQueue redrives to a DLQ");
+    let told = get(compile, "Environment")
+        .and_then(|e| get(e, "Variables"))
+        .and_then(|v| get(v, config::DLQ_ARN))
+        .and_then(get_att_arn)
+        .expect("OVEN_DLQ_ARN: !GetAtt <dlq>.Arn");
+    assert_eq!(told, dlq);
+    queues.sort();
+    assert_eq!(queues, vec![dlq, "JobQueue".to_owned()]);
+}
+
+#[test]
+fn http_functions_are_arm64_cargo_lambda_builds() {
+    let t = load_template();
+    for (id, name, props) in functions(&t) {
+        if name == "compile" {
+            continue;
+        }
+        let res = resource(&t, &id);
+        assert_eq!(
+            str_at(res, &["Metadata", "BuildMethod"]),
+            Some("rust-cargolambda")
+        );
+        assert_eq!(
+            str_at(&props, &["Runtime"]),
+            Some("provided.al2023"),
+            "{id}"
+        );
+        let arch = get(&props, "Architectures").and_then(Value::as_sequence);
+        assert_eq!(arch.map(|a| a.len()), Some(1), "{id}");
+        assert_eq!(arch.unwrap()[0].as_str(), Some("arm64"), "{id}");
+        // The binary must exist: a package under functions/ declares it.
+        let manifest = std::fs::read_to_string(format!(
+            "{}/../functions/{name}/Cargo.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap_or_else(|e| panic!("functions/{name}/Cargo.toml: {e}"));
+        assert!(manifest.contains(&format!("name = \"{name}\"")), "{id}");
+    }
+}
