@@ -1,45 +1,52 @@
 //! Checks `template.yaml` against the code, so a deploy can never miss a route or a variable:
 //!
-//! - every route of the router is an `HttpApi` event on the function that serves it, and every
-//!   `HttpApi` event is a route of the router;
+//! - every route of the router (`oven::http::ROUTES`) is an API Gateway route integrated with
+//!   the function that serves it, every API Gateway route is a route of the router, and API
+//!   Gateway may invoke each integrated function;
 //! - every function's `Environment` names exactly the variables its code reads (the
 //!   `oven::config::*_ENV` lists);
 //! - the queues feeding the compile function give it at least 6 x its timeout of visibility,
 //!   partial batch failures are on, and the DLQ the code is told about is the one it consumes.
 //!
-//! Each comparison is also run on a deliberately broken copy (a route or a variable removed on
-//! either side), so a check that cannot fail would fail here.
+//! The comparisons are also run with a route or a variable removed on either side, so a check
+//! that could not fail would fail here.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use oven::config;
-use serde_yaml_ng::Value;
+use serde_yaml_ng::{Mapping, Value};
 
-/// One route as the router serves it: method, axum path syntax (`{id}`, `{*rest}`), function.
+/// One route as the router serves it: method, OpenAPI path (`{id}`), function name.
 type RouterRoute = (&'static str, &'static str, &'static str);
 
-/// The router's route table and which function API Gateway must send each route to.
+/// The router's route table and which function serves each route.
 ///
-/// Extracted from the contract (section 3) as Oven implements it, until `oven::http` exposes
-/// its table; then this becomes a map over that table.
+/// A copy of `oven::http::ROUTES` (branch `api`) until that lands on main; then this becomes
+/// `ROUTES.iter().map(|r| (r.method, r.path, r.function.name()))`.
 const ROUTER_ROUTES: &[RouterRoute] = &[
-    ("POST", "/v1/compile", "submit"),
     ("GET", "/v1", "status"),
     ("GET", "/v1/healthcheck", "status"),
-    ("GET", "/v1/compile/{id}", "status"),
+    ("GET", "/v1/converters", "status"),
     ("GET", "/v1/skeletons", "status"),
     ("GET", "/v1/skeletons/keymap", "status"),
-    ("GET", "/v1/converters", "status"),
-    ("GET", "/v1/keyboards", "status"),
-    ("GET", "/v1/keyboards/all", "status"),
-    ("GET", "/v1/keyboards/{*kb}", "status"),
-    ("GET", "/v1/usb", "status"),
     ("GET", "/v1/openapi.json", "status"),
+    ("POST", "/v1/compile", "submit"),
+    ("GET", "/v1/compile/{id}", "status"),
     ("GET", "/v1/compile/{id}/download", "download"),
     ("GET", "/v1/compile/{id}/hex", "download"),
     ("GET", "/v1/compile/{id}/keymap", "download"),
     ("GET", "/v1/compile/{id}/source", "download"),
+    ("GET", "/v1/keyboards", "status"),
+    ("GET", "/v1/keyboards/all", "status"),
+    ("GET", "/v1/keyboards/{keyboard}", "status"),
+    ("GET", "/v1/keyboards/{keyboard}/readme", "status"),
+    ("GET", "/v1/usb", "status"),
 ];
+
+/// Router path parameters that may contain `/` (keyboard names do). API Gateway matches those
+/// only with a greedy `{name+}` that ends the path, so everything from such a parameter on is
+/// one API Gateway route.
+const MULTI_SEGMENT_PARAMS: &[&str] = &["keyboard"];
 
 /// What each function's code reads, by the function's binary name.
 fn code_env() -> BTreeMap<String, BTreeSet<String>> {
@@ -55,7 +62,8 @@ fn code_env() -> BTreeMap<String, BTreeSet<String>> {
 }
 
 /// A route in one comparable form: method and path with parameter names dropped (`{}` for one
-/// segment, `{+}` for the rest of the path); the names are the router's business.
+/// segment, `{+}` for the rest of the path). The router matches paths itself, so API Gateway's
+/// parameter names do not matter.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Route {
     method: String,
@@ -70,16 +78,18 @@ impl std::fmt::Display for Route {
 }
 
 fn normalize_path(path: &str) -> String {
-    path.split('/')
-        .map(
-            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(p) if p.starts_with('*') || p.ends_with('+') => "{+}",
-                Some(_) => "{}",
-                None => seg,
-            },
-        )
-        .collect::<Vec<_>>()
-        .join("/")
+    let mut out = Vec::new();
+    for seg in path.split('/') {
+        match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(p) if p.ends_with('+') || MULTI_SEGMENT_PARAMS.contains(&p) => {
+                out.push("{+}");
+                break;
+            }
+            Some(_) => out.push("{}"),
+            None => out.push(seg),
+        }
+    }
+    out.join("/")
 }
 
 fn route(method: &str, path: &str, function: &str) -> Route {
@@ -119,15 +129,45 @@ fn tagged(v: &Value) -> Option<(String, &Value)> {
     }
 }
 
+fn is_ref_to(v: Option<&Value>, target: &str) -> bool {
+    matches!(v.and_then(tagged), Some((tag, v)) if tag == "Ref" && v.as_str() == Some(target))
+}
+
+/// `!GetAtt X.Arn` -> `X`.
+fn get_att_arn(v: &Value) -> Option<String> {
+    let (tag, inner) = tagged(v)?;
+    let target = inner.as_str()?.strip_suffix(".Arn")?;
+    (tag == "GetAtt").then(|| target.to_owned())
+}
+
+fn resources(t: &Value) -> &Mapping {
+    get(t, "Resources")
+        .and_then(Value::as_mapping)
+        .expect("Resources")
+}
+
+fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
+    get(t, "Resources")
+        .and_then(|r| get(r, id))
+        .unwrap_or_else(|| panic!("resource {id}"))
+}
+
+fn properties<'a>(t: &'a Value, id: &str) -> &'a Value {
+    get(resource(t, id), "Properties").unwrap_or_else(|| panic!("{id}: Properties"))
+}
+
+fn number(v: &Value, key: &str) -> u64 {
+    get(v, key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{key} must be a literal number"))
+}
+
 /// The template's functions: (logical id, function name, properties). The name is the binary
 /// (`Metadata.BuildProperties.Binary`) or, for the image function, the logical id without
 /// `Function`, lower-cased.
 fn functions(t: &Value) -> Vec<(String, String, Value)> {
-    let resources = get(t, "Resources")
-        .and_then(Value::as_mapping)
-        .expect("Resources");
     let mut out = Vec::new();
-    for (id, res) in resources {
+    for (id, res) in resources(t) {
         if str_at(res, &["Type"]) != Some("AWS::Serverless::Function") {
             continue;
         }
@@ -143,34 +183,74 @@ fn functions(t: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
+/// The API Gateway routes: `RouteKey` and the function behind `Target` (route -> integration
+/// -> `IntegrationUri: !GetAtt <Function>.Arn`).
 fn template_routes(t: &Value) -> Vec<Route> {
+    let names: BTreeMap<String, String> = functions(t)
+        .into_iter()
+        .map(|(id, name, _)| (id, name))
+        .collect();
     let mut out = Vec::new();
-    for (id, name, props) in functions(t) {
-        let Some(events) = get(&props, "Events").and_then(Value::as_mapping) else {
+    for (id, res) in resources(t) {
+        if str_at(res, &["Type"]) != Some("AWS::ApiGatewayV2::Route") {
             continue;
-        };
-        for (ev_name, ev) in events {
-            if str_at(ev, &["Type"]) != Some("HttpApi") {
-                continue;
-            }
-            let p = get(ev, "Properties").expect("HttpApi event Properties");
-            let api = get(p, "ApiId").and_then(tagged);
-            assert!(
-                matches!(&api, Some((tag, v)) if tag == "Ref" && v.as_str() == Some("Api")),
-                "{id}.{ev_name:?}: ApiId must be !Ref Api, is {api:?}"
-            );
-            let method = str_at(p, &["Method"]).expect("Method");
-            let path = str_at(p, &["Path"]).expect("Path");
-            out.push(route(method, path, &name));
         }
+        let p = get(res, "Properties").expect("route Properties");
+        assert!(is_ref_to(get(p, "ApiId"), "Api"), "{id:?}: ApiId");
+        let key = str_at(p, &["RouteKey"]).expect("RouteKey");
+        let (method, path) = key.split_once(' ').expect("RouteKey is `METHOD /path`");
+        let integration = match get(p, "Target").and_then(tagged) {
+            Some((tag, v)) if tag == "Sub" => v
+                .as_str()
+                .and_then(|s| s.strip_prefix("integrations/${"))
+                .and_then(|s| s.strip_suffix('}'))
+                .map(str::to_owned),
+            _ => None,
+        }
+        .unwrap_or_else(|| panic!("{id:?}: Target must be !Sub integrations/${{<Integration>}}"));
+        let ip = properties(t, &integration);
+        assert!(is_ref_to(get(ip, "ApiId"), "Api"), "{integration}: ApiId");
+        assert_eq!(str_at(ip, &["IntegrationType"]), Some("AWS_PROXY"));
+        assert_eq!(str_at(ip, &["PayloadFormatVersion"]), Some("2.0"));
+        let function = get(ip, "IntegrationUri")
+            .and_then(get_att_arn)
+            .unwrap_or_else(|| panic!("{integration}: IntegrationUri: !GetAtt <Function>.Arn"));
+        let name = names
+            .get(&function)
+            .unwrap_or_else(|| panic!("{integration} integrates {function}, not a function"));
+        out.push(route(method, path, name));
     }
     out.sort();
+    out
+}
+
+/// Logical ids of the functions API Gateway may invoke (a `Lambda::Permission` for it).
+fn invocable_by_api(t: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for res in resources(t).values() {
+        if str_at(res, &["Type"]) != Some("AWS::Lambda::Permission") {
+            continue;
+        }
+        let p = get(res, "Properties").expect("permission Properties");
+        if str_at(p, &["Principal"]) != Some("apigateway.amazonaws.com")
+            || str_at(p, &["Action"]) != Some("lambda:InvokeFunction")
+        {
+            continue;
+        }
+        if let Some((tag, v)) = get(p, "FunctionName").and_then(tagged) {
+            if tag == "Ref" {
+                out.insert(v.as_str().expect("function id").to_owned());
+            }
+        }
+    }
     out
 }
 
 fn router_routes(table: &[RouterRoute]) -> Vec<Route> {
     let mut out: Vec<Route> = table.iter().map(|(m, p, f)| route(m, p, f)).collect();
     out.sort();
+    // `/v1/keyboards/{keyboard}` and `.../readme` are one API Gateway route.
+    out.dedup();
     out
 }
 
@@ -184,16 +264,6 @@ fn compare_routes(template: &[Route], router: &[Route]) -> Result<(), String> {
     }
     for extra in t.difference(&r) {
         msg += &format!("  template.yaml route not in the router: {extra}\n");
-    }
-    let dupes: Vec<_> = template
-        .windows(2)
-        .filter(|w| w[0].method == w[1].method && w[0].path == w[1].path)
-        .collect();
-    for d in dupes {
-        msg += &format!(
-            "  route wired twice in template.yaml: {} / {}\n",
-            d[0], d[1]
-        );
     }
     if msg.is_empty() {
         Ok(())
@@ -254,6 +324,20 @@ fn every_route_is_wired_to_its_function_and_nothing_else_is() {
     if let Err(msg) = compare_routes(&template, &router) {
         panic!("template.yaml and the router disagree:\n{msg}");
     }
+    let keys: BTreeSet<(&str, &str)> = template
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(keys.len(), template.len(), "a route key is wired twice");
+    let allowed = invocable_by_api(&t);
+    for (id, name, _) in functions(&t) {
+        if template.iter().any(|r| r.function == name) {
+            assert!(
+                allowed.contains(&id),
+                "no Lambda::Permission lets API Gateway invoke {id}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -269,10 +353,9 @@ fn route_check_catches_a_route_missing_on_either_side() {
             let err = compare_routes(&fewer, &full).expect_err("route dropped from the template");
             assert!(err.contains(&format!("router route not in template.yaml: {gone}")));
         }
-        // Sent to the wrong function.
         let mut moved = full.clone();
         moved[0].function = "elsewhere".into();
-        assert!(compare_routes(&moved, &full).is_err());
+        assert!(compare_routes(&moved, &full).is_err(), "wrong function");
     }
 }
 
@@ -301,29 +384,10 @@ fn env_check_catches_a_variable_missing_on_either_side() {
     }
 }
 
-fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
-    get(t, "Resources")
-        .and_then(|r| get(r, id))
-        .unwrap_or_else(|| panic!("resource {id}"))
-}
-
-fn number(v: &Value, key: &str) -> u64 {
-    get(v, key)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{key} must be a literal number"))
-}
-
-/// `!GetAtt X.Arn` -> `X`.
-fn get_att_arn(v: &Value) -> Option<String> {
-    let (tag, inner) = tagged(v)?;
-    let target = inner.as_str()?.strip_suffix(".Arn")?;
-    (tag == "GetAtt").then(|| target.to_owned())
-}
-
 #[test]
 fn compile_function_queues_are_wired_for_sqs() {
     let t = load_template();
-    let compile = get(resource(&t, "CompileFunction"), "Properties").unwrap();
+    let compile = properties(&t, "CompileFunction");
     assert_eq!(str_at(compile, &["PackageType"]), Some("Image"));
     let timeout = number(compile, "Timeout");
     let events = get(compile, "Events").and_then(Value::as_mapping).unwrap();
@@ -332,19 +396,15 @@ fn compile_function_queues_are_wired_for_sqs() {
         assert_eq!(str_at(ev, &["Type"]), Some("SQS"), "{name:?}");
         let p = get(ev, "Properties").unwrap();
         let types = get(p, "FunctionResponseTypes").and_then(Value::as_sequence);
-        assert!(
-            types.is_some_and(|t| t
-                .iter()
-                .any(|x| x.as_str() == Some("ReportBatchItemFailures"))),
-            "{name:?} must report partial batch failures"
-        );
+        let partial = types.is_some_and(|t| {
+            t.iter()
+                .any(|x| x.as_str() == Some("ReportBatchItemFailures"))
+        });
+        assert!(partial, "{name:?} must report partial batch failures");
         let q = get(p, "Queue")
             .and_then(get_att_arn)
             .expect("Queue: !GetAtt X.Arn");
-        let visibility = number(
-            get(resource(&t, &q), "Properties").unwrap(),
-            "VisibilityTimeout",
-        );
+        let visibility = number(properties(&t, &q), "VisibilityTimeout");
         assert!(
             visibility >= 6 * timeout,
             "{q}: VisibilityTimeout {visibility} < 6 x compile Timeout {timeout}"
@@ -352,8 +412,7 @@ fn compile_function_queues_are_wired_for_sqs() {
         queues.push(q);
     }
     // The main queue redrives to the DLQ, and the DLQ named to the code is consumed too.
-    let jobs = get(resource(&t, "JobQueue"), "Properties").unwrap();
-    let dlq = get(jobs, "RedrivePolicy")
+    let dlq = get(properties(&t, "JobQueue"), "RedrivePolicy")
         .and_then(|r| get(r, "deadLetterTargetArn"))
         .and_then(get_att_arn)
         .expect("JobQueue redrives to a DLQ");
@@ -374,20 +433,21 @@ fn http_functions_are_arm64_cargo_lambda_builds() {
         if name == "compile" {
             continue;
         }
-        let res = resource(&t, &id);
-        assert_eq!(
-            str_at(res, &["Metadata", "BuildMethod"]),
-            Some("rust-cargolambda")
-        );
+        let build = str_at(resource(&t, &id), &["Metadata", "BuildMethod"]);
+        assert_eq!(build, Some("rust-cargolambda"), "{id}");
         assert_eq!(
             str_at(&props, &["Runtime"]),
             Some("provided.al2023"),
             "{id}"
         );
         let arch = get(&props, "Architectures").and_then(Value::as_sequence);
-        assert_eq!(arch.map(|a| a.len()), Some(1), "{id}");
-        assert_eq!(arch.unwrap()[0].as_str(), Some("arm64"), "{id}");
-        // The binary must exist: a package under functions/ declares it.
+        let arch: Vec<_> = arch
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(arch, ["arm64"], "{id}");
+        // The binary must exist: the package under functions/ declares it.
         let manifest = std::fs::read_to_string(format!(
             "{}/../functions/{name}/Cargo.toml",
             env!("CARGO_MANIFEST_DIR")
