@@ -456,3 +456,35 @@ fn http_functions_are_arm64_cargo_lambda_builds() {
         assert!(manifest.contains(&format!("name = \"{name}\"")), "{id}");
     }
 }
+
+#[test]
+fn dashboard_shows_every_metric_the_code_emits() {
+    use oven::telemetry::{FailureClass, Metric, NAMESPACE};
+    use std::time::Duration;
+    let t = load_template();
+    let body = match get(properties(&t, "Dashboard"), "DashboardBody").and_then(tagged) {
+        Some((tag, v)) if tag == "Sub" => v
+            .as_sequence()
+            .and_then(|s| s.first())
+            .and_then(Value::as_str)
+            .expect("!Sub [body, vars]")
+            .to_owned(),
+        other => panic!("DashboardBody must be !Sub [body, vars], is {other:?}"),
+    };
+    for m in [
+        Metric::JobSubmitted,
+        Metric::CacheHit,
+        Metric::JobFinished,
+        Metric::QueueWait(Duration::ZERO),
+        Metric::CompileDuration(Duration::ZERO),
+    ] {
+        let series = format!("[\"{NAMESPACE}\", \"{}\"", m.name());
+        assert!(body.contains(&series), "dashboard lacks {series}");
+    }
+    let failures = Metric::Failure(FailureClass::new("timeout"));
+    let search = format!(
+        "{{{NAMESPACE},Class}} MetricName=\\\"{}\\\"",
+        failures.name()
+    );
+    assert!(body.contains(&search), "dashboard lacks {search}");
+}
