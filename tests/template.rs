@@ -488,3 +488,65 @@ fn dashboard_shows_every_metric_the_code_emits() {
     );
     assert!(body.contains(&search), "dashboard lacks {search}");
 }
+
+/// The job table as the DynamoDB adapter uses it. A copy of the storage adapter's names
+/// (`oven::adapters::aws::STATE_LEASE_INDEX`, the `expires_at_s` TTL) until they land on main.
+const TABLE_KEY: &str = "id";
+const TABLE_TTL_ATTRIBUTE: &str = "expires_at_s";
+const STATE_LEASE_INDEX: (&str, &str, &str) = ("state-lease_until", "state", "lease_until");
+
+#[test]
+fn job_table_matches_the_adapter() {
+    let t = load_template();
+    let table = properties(&t, "JobTable");
+    assert_eq!(str_at(table, &["BillingMode"]), Some("PAY_PER_REQUEST"));
+    assert_eq!(
+        str_at(table, &["TimeToLiveSpecification", "AttributeName"]),
+        Some(TABLE_TTL_ATTRIBUTE)
+    );
+    let key_schema = |v: &Value| -> Vec<(String, String)> {
+        get(v, "KeySchema")
+            .and_then(Value::as_sequence)
+            .expect("KeySchema")
+            .iter()
+            .map(|k| {
+                let name = str_at(k, &["AttributeName"]).expect("AttributeName");
+                let kind = str_at(k, &["KeyType"]).expect("KeyType");
+                (name.to_owned(), kind.to_owned())
+            })
+            .collect()
+    };
+    assert_eq!(key_schema(table), [(TABLE_KEY.into(), "HASH".into())]);
+    let (index, hash, range) = STATE_LEASE_INDEX;
+    let gsis = get(table, "GlobalSecondaryIndexes").and_then(Value::as_sequence);
+    let gsi = gsis
+        .into_iter()
+        .flatten()
+        .find(|g| str_at(g, &["IndexName"]) == Some(index))
+        .unwrap_or_else(|| panic!("JobTable lacks index {index}"));
+    assert_eq!(
+        key_schema(gsi),
+        [(hash.into(), "HASH".into()), (range.into(), "RANGE".into())]
+    );
+    // The reaper reads whole jobs from the index.
+    assert_eq!(str_at(gsi, &["Projection", "ProjectionType"]), Some("ALL"));
+    let types: BTreeMap<&str, &str> = get(table, "AttributeDefinitions")
+        .and_then(Value::as_sequence)
+        .expect("AttributeDefinitions")
+        .iter()
+        .filter_map(|d| {
+            Some((
+                str_at(d, &["AttributeName"])?,
+                str_at(d, &["AttributeType"])?,
+            ))
+        })
+        .collect();
+    assert_eq!(
+        types,
+        BTreeMap::from([(TABLE_KEY, "S"), (hash, "S"), (range, "N")])
+    );
+    // The compile role may query that index and nothing wider.
+    let policy = serde_yaml_ng::to_string(properties(&t, "CompileRole")).unwrap();
+    assert!(policy.contains(&format!("${{JobTable.Arn}}/index/{index}")));
+    assert!(!policy.contains("dynamodb:Scan") && !policy.contains("dynamodb:*"));
+}

@@ -60,3 +60,14 @@ pub const COMPILE_ENV: &[&str] = &[
     RETENTION_HOURS,
     COMPILE_TIMEOUT_SECS,
 ];
+
+/// Default retention: twice the 24 h the contract asks as a minimum.
+pub const DEFAULT_RETENTION_HOURS: u64 = 48;
+/// Default compile time limit.
+pub const DEFAULT_COMPILE_TIMEOUT_SECS: u64 = 300;
+
+/// The AWS SDK's endpoint override (moto in tests, `oven serve` against an emulator); when set,
+/// S3 is addressed path-style because emulators do not serve virtual-hosted buckets.
+pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+/// Set to `1` by `scripts/test.sh`: tests that need moto then fail instead of skipping.
+pub const TEST_MOTO: &str = "OVEN_TEST_MOTO";
