@@ -550,12 +550,25 @@ fn curl(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
 }
 
 pub async fn artifacts_download(store: &impl ArtifactStore) {
+    let missing = ArtifactKey::for_job(JobId::new(), "none.hex").unwrap();
+    let m = meta("none.hex", "application/octet-stream");
+    assert!(matches!(
+        store.download(&missing, &m).await,
+        Err(ArtifactError::NotFound(_))
+    ));
+
     let id = JobId::new();
     let key = ArtifactKey::for_job(id, "firmware.hex").unwrap();
     let m = meta("dz60_default.hex", "application/octet-stream");
     let data = pattern(5_000, 9);
+    // Stored under other headers: what `download` is given is what the browser gets.
+    let stored = meta("stored.txt", "text/plain");
     store
-        .put(&key, ArtifactBody::Bytes(Bytes::from(data.clone())), &m)
+        .put(
+            &key,
+            ArtifactBody::Bytes(Bytes::from(data.clone())),
+            &stored,
+        )
         .await
         .unwrap();
     match store.download(&key, &m).await.unwrap() {

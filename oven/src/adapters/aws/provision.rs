@@ -1,0 +1,194 @@
+//! Creates the AWS resources as `template.yaml` declares them (job table with its lease index
+//! and TTL, queue with a dead-letter queue, buckets), for tests and development against an
+//! emulator. Production resources come from the SAM template, never from here.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::{sdk_error, AwsClients, AwsConfig, STATE_LEASE_INDEX};
+use crate::ports::BackendError;
+
+/// The job table: key `id`, index [`STATE_LEASE_INDEX`] on (`state`, `lease_until`), TTL on
+/// `expires_at_s`. An existing table is left as it is.
+pub async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), BackendError> {
+    let key = |attr: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(attr)
+            .key_type(kind)
+            .build()
+            .map_err(|e| BackendError::new("dynamodb", e))
+    };
+    let attr = |attr: &str, t| {
+        AttributeDefinition::builder()
+            .attribute_name(attr)
+            .attribute_type(t)
+            .build()
+            .map_err(|e| BackendError::new("dynamodb", e))
+    };
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(STATE_LEASE_INDEX)
+        .key_schema(key("state", KeyType::Hash)?)
+        .key_schema(key("lease_until", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| BackendError::new("dynamodb", e))?;
+    let created = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("id", KeyType::Hash)?)
+        .attribute_definitions(attr("id", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("state", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("lease_until", ScalarAttributeType::N)?)
+        .global_secondary_indexes(index)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(sdk_error("dynamodb", e)),
+    }
+    client
+        .wait_until_table_exists()
+        .table_name(name)
+        .wait(Duration::from_secs(120))
+        .await
+        .map_err(|e| BackendError::new("dynamodb", e))?;
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires_at_s")
+                .build()
+                .map_err(|e| BackendError::new("dynamodb", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("dynamodb", e))?;
+    Ok(())
+}
+
+/// A queue and its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub dlq_arn: String,
+}
+
+/// Creates `<name>` with the given visibility timeout, redriving to `<name>-dlq` after
+/// `max_receives` receives.
+pub async fn ensure_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    visibility: Duration,
+    max_receives: u32,
+) -> Result<Queues, BackendError> {
+    let err = |e| sdk_error("sqs", e);
+    let dlq_url = client
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .map_err(err)?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| sdk_error("sqs", e))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| BackendError::new("sqs", "dead-letter queue has no ARN"))?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": max_receives.to_string(),
+    });
+    let queue_url = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.as_secs().to_string(),
+        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await
+        .map_err(|e| sdk_error("sqs", e))?
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Queues {
+        queue_url,
+        dlq_url,
+        dlq_arn,
+    })
+}
+
+/// Creates bucket `name` unless this account already has it.
+pub async fn ensure_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), BackendError> {
+    match client.create_bucket().bucket(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(sdk_error("s3", e)),
+    }
+}
+
+/// Everything Oven needs, named after `prefix` (lower-case letters, digits and dashes), with
+/// the given queue behaviour; returns the names as the functions would read them.
+pub async fn ensure_all(
+    clients: &AwsClients,
+    prefix: &str,
+    visibility: Duration,
+    max_receives: u32,
+) -> Result<AwsConfig, BackendError> {
+    let table = format!("{prefix}-jobs");
+    let artifacts = format!("{prefix}-artifacts");
+    let keyboards = format!("{prefix}-keyboards");
+    ensure_table(&clients.dynamodb, &table).await?;
+    let queues = ensure_queue(
+        &clients.sqs,
+        &format!("{prefix}-compile"),
+        visibility,
+        max_receives,
+    )
+    .await?;
+    ensure_bucket(&clients.s3, &artifacts).await?;
+    ensure_bucket(&clients.s3, &keyboards).await?;
+    Ok(AwsConfig {
+        job_table: table,
+        queue_url: queues.queue_url,
+        artifact_bucket: artifacts,
+        dlq_arn: Some(queues.dlq_arn),
+        keyboards_bucket: Some(keyboards),
+    })
+}
