@@ -489,11 +489,15 @@ fn dashboard_shows_every_metric_the_code_emits() {
     assert!(body.contains(&search), "dashboard lacks {search}");
 }
 
-/// The job table as the DynamoDB adapter uses it. A copy of the storage adapter's names
-/// (`oven::adapters::aws::STATE_LEASE_INDEX`, the `expires_at_s` TTL) until they land on main.
+/// The job table as the DynamoDB adapter (`oven::adapters::aws::dynamo`) uses it: its index
+/// name is the adapter's constant; the attribute names are the ones its items carry.
 const TABLE_KEY: &str = "id";
 const TABLE_TTL_ATTRIBUTE: &str = "expires_at_s";
-const STATE_LEASE_INDEX: (&str, &str, &str) = ("state-lease_until", "state", "lease_until");
+const STATE_LEASE_INDEX: (&str, &str, &str) = (
+    oven::adapters::aws::STATE_LEASE_INDEX,
+    "state",
+    "lease_until",
+);
 
 #[test]
 fn job_table_matches_the_adapter() {
