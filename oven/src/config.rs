@@ -21,8 +21,45 @@ pub const KEYBOARDS_BUCKET: &str = "OVEN_KEYBOARDS_BUCKET";
 pub const RETENTION_HOURS: &str = "OVEN_RETENTION_HOURS";
 /// Wall-clock limit of one compile, in seconds.
 pub const COMPILE_TIMEOUT_SECS: &str = "OVEN_COMPILE_TIMEOUT_SECS";
-/// The qmk_firmware tree the worker compiles in (the qmk CLI's own variable).
+/// The qmk_firmware tree the worker compiles in (the qmk CLI's own variable). Set by the
+/// compile image (Dockerfile `ENV`), not by `template.yaml`.
 pub const QMK_HOME: &str = "QMK_HOME";
+/// Log filter for `telemetry::init` (`tracing_subscriber::EnvFilter` syntax, e.g.
+/// `info,oven=debug`); optional, defaults to `info`.
+pub const LOG: &str = "OVEN_LOG";
+
+// What each deployed function reads, so `tests/template.rs` can check `template.yaml` sets
+// exactly these on it. Optional variables with defaults (`LOG`) and variables the image sets
+// (`QMK_HOME`) are not listed. Keep each list in step with the function's `main.rs`.
+
+/// Every HTTP function: they serve one router whose state holds all three adapters, so each
+/// builds the job table, the queue, the artifact store and the keyboard index (IAM, not the
+/// environment, limits what each may do with them).
+const HTTP_ENV: &[&str] = &[
+    PUBLIC_URL,
+    KEYBOARDS_URL,
+    RETENTION_HOURS,
+    JOB_TABLE,
+    QUEUE_URL,
+    ARTIFACT_BUCKET,
+    KEYBOARDS_BUCKET,
+];
+/// `functions/submit` (POST /v1/compile).
+pub const SUBMIT_ENV: &[&str] = HTTP_ENV;
+/// `functions/status` (GET /v1, job status, skeletons, converters, keyboards routes).
+pub const STATUS_ENV: &[&str] = HTTP_ENV;
+/// `functions/download` (GET /v1/compile/{id}/download|hex|keymap|source).
+pub const DOWNLOAD_ENV: &[&str] = HTTP_ENV;
+/// `functions/compile` (the SQS worker; the reaper re-queues, hence the queue).
+pub const COMPILE_ENV: &[&str] = &[
+    PUBLIC_URL,
+    JOB_TABLE,
+    QUEUE_URL,
+    ARTIFACT_BUCKET,
+    DLQ_ARN,
+    RETENTION_HOURS,
+    COMPILE_TIMEOUT_SECS,
+];
 
 /// Default retention: twice the 24 h the contract asks as a minimum.
 pub const DEFAULT_RETENTION_HOURS: u64 = 48;

@@ -6,6 +6,7 @@
 //!   as traits; `adapters` implement them on AWS and on one machine.
 //! - [`keymap`]: the compile request, validated as code (keycode grammar, names, limits).
 //! - [`http`]: the API router shared by the HTTP Lambdas and `oven serve`.
+//! - [`telemetry`]: JSON logs with the job id on every line, and CloudWatch EMF metrics.
 //!
 //! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
 //! and hand them to the router or the worker in this crate.
@@ -16,4 +17,5 @@ pub mod http;
 pub mod job;
 pub mod keymap;
 pub mod ports;
+pub mod telemetry;
 pub mod time;
