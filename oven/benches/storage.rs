@@ -81,6 +81,7 @@ impl Naive {
     }
 
     async fn get(&self, id: JobId) -> bool {
+        // Same pragmas, same data; one connection behind a mutex, one blocking task per call.
         let c = self.0.clone();
         tokio::task::spawn_blocking(move || {
             c.lock()
@@ -88,7 +89,10 @@ impl Naive {
                 .prepare_cached("SELECT request FROM jobs WHERE id = ?1")
                 .unwrap()
                 .query_row(params![id.to_string()], |r| r.get::<_, String>(0))
-                .is_ok()
+                .ok()
+                // Parse it, as a real adapter must, to compare like with like.
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .is_some()
         })
         .await
         .unwrap()
@@ -213,6 +217,23 @@ fn main() {
         })
         .await;
         row("group commit: LocalDb::submit (1 write)", &combined, Some(&base_submit));
+
+        let relaxed = LocalDb::open(
+            &dir.path().join("normal.sqlite3"),
+            LocalDbOptions {
+                fsync_every_commit: false,
+                ..LocalDbOptions::default()
+            },
+        )
+        .unwrap();
+        let normal = measure(ops, tasks, move |_| {
+            let d = relaxed.clone();
+            async move {
+                d.submit(&job()).await.unwrap();
+            }
+        })
+        .await;
+        row("(synchronous=NORMAL) LocalDb::submit", &normal, Some(&base_submit));
 
         let ids: Arc<Vec<JobId>> = Arc::new(ids.lock().unwrap().clone());
         let reads = ops * 2;

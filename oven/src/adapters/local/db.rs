@@ -30,6 +30,8 @@ use crate::time::Millis;
 const BACKEND: &str = "sqlite";
 /// Most requests applied in one transaction; bounds how long the first caller of a group waits.
 pub const MAX_BATCH: usize = 1024;
+/// How often the writer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Read-only connections kept for reuse; more are opened when needed and then dropped.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -214,11 +216,11 @@ impl LocalDb {
         } else {
             "NORMAL"
         };
-        // Checkpoints run on their own thread (below), so a commit never waits for one; the
-        // writer checkpoints itself only if that thread falls far behind (40 MB of WAL).
+        // No automatic checkpoints: they would run inside a commit, before its callers are
+        // answered. The writer checkpoints between groups instead (see `Writer::run`).
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;
-             PRAGMA wal_autocheckpoint = 10000;"
+             PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
@@ -247,17 +249,6 @@ impl LocalDb {
                 }
                 .run(rx, weak)
             })
-            .map_err(OpenError::Thread)?;
-        let checkpointer = Connection::open(path).map_err(sqlite)?;
-        checkpointer
-            .execute_batch(&format!(
-                "PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
-            ))
-            .map_err(sqlite)?;
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("oven-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, weak))
             .map_err(OpenError::Thread)?;
         // Open one reader now, so a broken file fails here rather than at the first request.
         let reader = open_reader(path).map_err(sqlite)?;
@@ -360,23 +351,6 @@ impl LocalDb {
     }
 }
 
-/// Copies committed WAL frames into the database file in the background, so that the WAL is
-/// restarted (and rewritten in place, which fsyncs faster than growing it) without ever making
-/// a commit wait for a checkpoint.
-fn checkpoint_loop(conn: Connection, db: std::sync::Weak<Inner>) {
-    const EVERY: Duration = Duration::from_millis(200);
-    loop {
-        std::thread::sleep(EVERY);
-        if db.upgrade().is_none() {
-            return;
-        }
-        // PASSIVE never blocks the writer or readers; what it cannot copy now it copies later.
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint failed");
-        }
-    }
-}
-
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open_with_flags(
         path,
@@ -431,6 +405,7 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>, db: std::sync::Weak<Inner>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut last_checkpoint = std::time::Instant::now();
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
             while batch.len() < MAX_BATCH {
@@ -443,6 +418,19 @@ impl Writer {
             if sent {
                 if let Some(db) = db.upgrade() {
                     db.sent.notify_waiters();
+                }
+            }
+            // Checkpoint after answering, a few times a second. Run by the only writer, a
+            // checkpoint sees no commit in between and so completes; the next commit then
+            // restarts the WAL from its beginning, rewriting the file in place (an fsync of
+            // rewritten blocks is several times faster than one that grows the file).
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                last_checkpoint = std::time::Instant::now();
+                if let Err(e) =
+                    self.conn
+                        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(error = %e, "sqlite checkpoint failed");
                 }
             }
         }
