@@ -189,7 +189,10 @@ fn main() {
 
         let db = LocalDb::open(
             &dir.path().join("oven.sqlite3"),
-            LocalDbOptions::default(),
+            LocalDbOptions {
+                fsync_every_commit: true,
+                ..LocalDbOptions::default()
+            },
         )
         .unwrap();
         let d = db.clone();
@@ -226,6 +229,21 @@ fn main() {
             },
         )
         .unwrap();
+        let r = relaxed.clone();
+        let normal_generic = measure(ops, tasks, move |_| {
+            let d = r.clone();
+            async move {
+                let j = job();
+                d.create(&j).await.unwrap();
+                d.send(&QueueMessage { job_id: j.id }).await.unwrap();
+            }
+        })
+        .await;
+        row(
+            "synchronous=NORMAL (default): create + send",
+            &normal_generic,
+            Some(&base_submit),
+        );
         let normal = measure(ops, tasks, move |_| {
             let d = relaxed.clone();
             async move {
@@ -233,7 +251,7 @@ fn main() {
             }
         })
         .await;
-        row("(synchronous=NORMAL) LocalDb::submit", &normal, Some(&base_submit));
+        row("synchronous=NORMAL (default): LocalDb::submit", &normal, Some(&base_submit));
 
         let ids: Arc<Vec<JobId>> = Arc::new(ids.lock().unwrap().clone());
         let reads = ops * 2;
