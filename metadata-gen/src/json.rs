@@ -2,9 +2,7 @@
 //! keys rejected, integral floats turned into integers), and output is written like Python's
 //! `json.dumps` (ASCII only, insertion order, compact or default separators, no trailing newline).
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
-use std::fmt;
+use serde_json::{Number, Value};
 use std::path::{Path, PathBuf};
 
 /// A file that could not be read or parsed.
@@ -19,85 +17,9 @@ pub enum LoadError {
     Parse { path: PathBuf, message: String },
 }
 
-/// A value deserialized with QMK's rules: duplicate keys are errors, integral floats are ints.
-struct Strict(Value);
-
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-/// hjson-py turns a float with no fractional part into an int (`1.0` -> 1, `-0` -> 0).
-fn float_value(f: f64) -> Value {
-    if f.fract() == 0.0 && f.abs() < 9.0e18 {
-        Value::Number(Number::from(f as i64))
-    } else {
-        Number::from_f64(f).map_or(Value::Null, Value::Number)
-    }
-}
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any hjson value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(float_value(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(StrictVisitor)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Strict(v) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key: {key:?}")));
-            }
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
-    }
-}
-
 /// Parses hjson (a superset of JSON) text.
 pub fn parse_hjson(text: &str) -> Result<Value, String> {
-    // deser-hjson wants the root braces of an object; hjson allows omitting them but QMK never does.
-    deser_hjson::from_str::<Strict>(text)
-        .map(|s| s.0)
-        .map_err(|e| e.to_string())
+    crate::hjson::parse(text).map_err(|e| e.to_string())
 }
 
 /// Reads and parses one hjson/json file.
@@ -262,6 +184,16 @@ mod tests {
         assert_eq!(
             to_default(&v),
             r#"{"z": "\u201cq\u201d \ud83d\ude00\u007f", "a": [1, {}]}"#
+        );
+    }
+
+    #[test]
+    fn braceless_root_and_empty_file() {
+        assert_eq!(to_compact(&parse_hjson("").unwrap()), "{}");
+        assert_eq!(to_compact(&parse_hjson("// only\n").unwrap()), "{}");
+        assert_eq!(
+            to_compact(&parse_hjson("a: 1\nb: x\n").unwrap()),
+            r#"{"a":1,"b":"x"}"#
         );
     }
 
