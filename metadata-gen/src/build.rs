@@ -208,6 +208,45 @@ fn keymaps_of(tree: &Tree, kb: &str, info: &Obj) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One keyboard's output, kept as text so the whole tree's objects never sit in memory.
+struct Resolved {
+    json: String,
+    usb: Option<Obj>,
+    keymaps: Vec<String>,
+    readme: Option<String>,
+}
+
+/// Adds the keymap list to a resolved info object and turns it into its output text.
+fn resolve(tree: &Tree, kb: &str, mut info: Obj) -> Resolved {
+    let mut km = Obj::new();
+    let mut keymaps = Vec::new();
+    for (name, path) in keymaps_of(tree, kb, &info) {
+        let mut entry = Obj::new();
+        entry.insert(
+            "url".into(),
+            Value::String(format!(
+                "https://raw.githubusercontent.com/qmk/qmk_firmware/master/{path}/keymap.json"
+            )),
+        );
+        entry.insert("path".into(), Value::String(format!("{path}/keymap.json")));
+        // A later path with the same name wins; the first keeps its position.
+        km.insert(name, Value::Object(entry));
+    }
+    for entry in km.values() {
+        if let Some(p) = entry.get("path").and_then(Value::as_str) {
+            keymaps.push(p.to_owned());
+        }
+    }
+    info.insert("keymaps".into(), Value::Object(km));
+    let usb = info.get("usb").and_then(Value::as_object).cloned();
+    Resolved {
+        json: json::to_compact(&Value::Object(info)),
+        usb,
+        keymaps,
+        readme: readme_of(tree, kb),
+    }
+}
+
 fn readme_of(tree: &Tree, kb: &str) -> Option<String> {
     tree::ancestors(kb)
         .into_iter()
@@ -259,39 +298,27 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
     let tree = Tree::scan(home);
 
     let pb = progress(tree.keyboards.len(), "keyboards");
-    let results: Vec<(String, Result<Obj, info::KeyboardError>, Vec<String>)> = tree
+    let results: Vec<(String, Result<Resolved, info::KeyboardError>, Vec<String>)> = tree
         .keyboards
         .par_iter()
         .map(|kb| {
             let mut log = Vec::new();
-            let r = info::info_json(&tree, &maps, kb, &mut log).map(|mut info| {
-                let mut km = Obj::new();
-                for (name, path) in keymaps_of(&tree, kb, &info) {
-                    let mut entry = Obj::new();
-                    entry.insert("url".into(), Value::String(format!("https://raw.githubusercontent.com/qmk/qmk_firmware/master/{path}/keymap.json")));
-                    entry.insert("path".into(), Value::String(format!("{path}/keymap.json")));
-                    // A later path with the same name wins; the first keeps its position.
-                    km.insert(name, Value::Object(entry));
-                }
-                info.insert("keymaps".into(), Value::Object(km));
-                info
-            });
+            let r =
+                info::info_json(&tree, &maps, kb, &mut log).map(|info| resolve(&tree, kb, info));
             pb.inc(1);
             (kb.clone(), r, log)
         })
         .collect();
     pb.finish_and_clear();
 
-    let mut kb_all = Obj::new();
+    let mut done: Vec<(String, Resolved)> = Vec::new();
     let mut failures = Vec::new();
     for (kb, r, log) in results {
         for l in log {
             eprintln!("warning: {kb}: {l}");
         }
         match r {
-            Ok(info) => {
-                kb_all.insert(kb, Value::Object(info));
-            }
+            Ok(res) => done.push((kb, res)),
             Err(e) => {
                 eprintln!("error: {kb}: {e}");
                 failures.push((kb, e.to_string()));
@@ -319,36 +346,25 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
     files += copy_data(&data, &v1)?;
 
     // Per keyboard: info.json, readme.md; keymaps are shared, so collected and written once.
-    let keyboard_jobs: Vec<(&String, &Value)> = kb_all.iter().collect();
-    keyboard_jobs
-        .par_iter()
-        .try_for_each(|(kb, info)| -> anyhow::Result<()> {
+    let stamp_prefix = format!("{{\"last_updated\":{},", json::quote(&now));
+    done.par_iter()
+        .try_for_each(|(kb, res)| -> anyhow::Result<()> {
             let dir = v1.join("keyboards").join(kb);
-            let mut wrapper = Obj::new();
-            wrapper.insert("last_updated".into(), Value::String(now.clone()));
-            let mut inner = Obj::new();
-            inner.insert((*kb).clone(), (*info).clone());
-            wrapper.insert("keyboards".into(), Value::Object(inner));
-            write(
-                &dir.join("info.json"),
-                json::to_compact(&Value::Object(wrapper)),
-            )?;
-            if let Some(readme) = readme_of(&tree, kb) {
-                let bytes = std::fs::read(home.join(&readme))
+            let text = format!(
+                "{stamp_prefix}\"keyboards\":{{{}:{}}}}}",
+                json::quote(kb),
+                res.json
+            );
+            write(&dir.join("info.json"), text)?;
+            if let Some(readme) = &res.readme {
+                let bytes = std::fs::read(home.join(readme))
                     .with_context(|| format!("reading {readme}"))?;
                 write(&dir.join("readme.md"), bytes)?;
             }
             Ok(())
         })?;
-    files += kb_all.len() * 2;
-    let keymap_paths: BTreeSet<String> = kb_all
-        .values()
-        .filter_map(|i| i.get("keymaps").and_then(Value::as_object))
-        .flat_map(|k| {
-            k.values()
-                .filter_map(|e| e.get("path").and_then(Value::as_str).map(str::to_owned))
-        })
-        .collect();
+    files += done.len() + done.iter().filter(|(_, r)| r.readme.is_some()).count();
+    let keymap_paths: BTreeSet<&String> = done.iter().flat_map(|(_, r)| &r.keymaps).collect();
     keymap_paths
         .par_iter()
         .try_for_each(|p| -> anyhow::Result<()> {
@@ -359,8 +375,8 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
 
     // USB ids: vid → pid → keyboard → usb object, in keyboard order.
     let mut usb_list = Obj::new();
-    for (kb, info) in &kb_all {
-        let Some(usb) = info.get("usb").and_then(Value::as_object) else {
+    for (kb, res) in &done {
+        let Some(usb) = &res.usb else {
             continue;
         };
         let key = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
@@ -397,7 +413,25 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
         std::fs::remove_dir_all(&consumed)?;
     }
 
-    let keyboard_list: Vec<Value> = kb_all.keys().map(|k| Value::String(k.clone())).collect();
+    let keyboard_list: Vec<Value> = done.iter().map(|(k, _)| Value::String(k.clone())).collect();
+    // keyboards.json is every info object in a row: assembled from the already-written text.
+    let mut all = String::with_capacity(
+        done.iter()
+            .map(|(k, r)| k.len() + r.json.len() + 4)
+            .sum::<usize>()
+            + 64,
+    );
+    all.push_str(&stamp_prefix);
+    all.push_str("\"keyboards\":{");
+    for (i, (kb, res)) in done.iter().enumerate() {
+        if i > 0 {
+            all.push(',');
+        }
+        all.push_str(&json::quote(kb));
+        all.push(':');
+        all.push_str(&res.json);
+    }
+    all.push_str("}}");
     let stamp = |key: &str, v: Value| {
         let mut o = Obj::new();
         o.insert("last_updated".into(), Value::String(now.clone()));
@@ -412,10 +446,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
 
     let constants = list_constants(&v1.join("constants"))?;
     let globals = [
-        (
-            "keyboards.json",
-            stamp("keyboards", Value::Object(kb_all.clone())),
-        ),
+        ("keyboards.json", all),
         ("usb.json", stamp("usb", Value::Object(usb_list))),
         (
             "keyboard_list.json",
@@ -437,7 +468,7 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
     }
 
     Ok(Summary {
-        keyboards: kb_all.len(),
+        keyboards: done.len(),
         failures,
         files,
     })

@@ -6,7 +6,7 @@
 use crate::legacy::{self, ConfigH, Raw, RulesMk};
 use crate::pyfmt::{self, truthy};
 use crate::schema::Schemas;
-use crate::tree::{Parsed, Tree};
+use crate::tree::{DataFile, Tree};
 use serde_json::{Map, Value};
 
 type Obj = Map<String, Value>;
@@ -141,7 +141,7 @@ pub fn deep_update(orig: &mut Obj, new: Obj) {
 }
 
 /// The info.json/keyboard.json files of `kb`, most specific first (at most 5 parent levels).
-fn config_files<'t>(tree: &'t Tree, kb: &str) -> Vec<(String, &'t Parsed)> {
+fn config_files<'t>(tree: &'t Tree, kb: &str) -> Vec<(String, &'t DataFile)> {
     let mut out = Vec::new();
     let mut dirs = vec![kb.to_owned()];
     let mut cur = kb;
@@ -174,10 +174,10 @@ fn merge_info_jsons(
     info: &mut Obj,
     log: &mut Vec<String>,
 ) -> Result<(), KeyboardError> {
-    for (file, parsed) in config_files(tree, kb) {
-        let value = parsed.as_ref().map_err(|m| KeyboardError::Load {
+    for (file, data) in config_files(tree, kb) {
+        let value = data.get().map_err(|message| KeyboardError::Load {
             file: file.clone(),
-            message: m.clone(),
+            message,
         })?;
         let Value::Object(new_obj) = value.as_ref() else {
             error(
@@ -186,7 +186,7 @@ fn merge_info_jsons(
             );
             continue;
         };
-        if let Err(e) = maps.schemas.validate("qmk.keyboard.v1", value) {
+        if let Err(e) = maps.schemas.validate("qmk.keyboard.v1", &value) {
             log.push(format!("Not including data from file: {file}: {e}"));
             continue;
         }

@@ -127,6 +127,13 @@ pub fn python_float_repr(f: f64) -> String {
     }
 }
 
+/// A JSON string literal, Python-style (ASCII only).
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_string(&mut out, s);
+    out
+}
+
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {

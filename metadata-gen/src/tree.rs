@@ -25,11 +25,28 @@ impl Listing {
 /// A parsed data file: the value, or why it could not be read.
 pub type Parsed = Result<Arc<Value>, String>;
 
+/// A keyboard.json/info.json: parsed once up front when several keyboards share it, else read
+/// by the one keyboard that needs it (so the whole tree is never held in memory at once).
+#[derive(Debug)]
+pub enum DataFile {
+    Cached(Parsed),
+    Deferred(std::path::PathBuf),
+}
+
+impl DataFile {
+    pub fn get(&self) -> Parsed {
+        match self {
+            DataFile::Cached(p) => p.clone(),
+            DataFile::Deferred(path) => parse_json_file(path),
+        }
+    }
+}
+
 /// The parsed files of one folder under `keyboards/`.
 #[derive(Debug, Default)]
 pub struct Folder {
-    pub info_json: Option<Parsed>,
-    pub keyboard_json: Option<Parsed>,
+    pub info_json: Option<DataFile>,
+    pub keyboard_json: Option<DataFile>,
     pub config_h: Option<ConfigH>,
     pub rules_mk: Option<String>,
     pub has_readme: bool,
@@ -143,10 +160,23 @@ impl Tree {
         needed.sort();
         needed.dedup();
 
+        // How many keyboards each folder serves: files serving one are read on demand.
+        let mut served: HashMap<&str, usize> = HashMap::new();
+        for kb in &keyboards {
+            let mut end = kb.len();
+            loop {
+                *served.entry(&kb[..end]).or_default() += 1;
+                match kb[..end].rfind('/') {
+                    Some(i) => end = i,
+                    None => break,
+                }
+            }
+        }
         let folders: HashMap<String, Folder> = needed
             .into_par_iter()
             .map(|rel| {
-                let folder = Self::load_folder(&kb_base, &rel, &listings);
+                let shared = served.get(rel.as_str()).copied().unwrap_or(0) > 1;
+                let folder = Self::load_folder(&kb_base, &rel, &listings, shared);
                 (rel, folder)
             })
             .collect();
@@ -161,7 +191,12 @@ impl Tree {
         }
     }
 
-    fn load_folder(base: &Path, rel: &str, listings: &HashMap<String, Listing>) -> Folder {
+    fn load_folder(
+        base: &Path,
+        rel: &str,
+        listings: &HashMap<String, Listing>,
+        shared: bool,
+    ) -> Folder {
         let mut f = Folder::default();
         let Some(l) = listings.get(rel) else {
             return f;
@@ -176,11 +211,19 @@ impl Tree {
         if rel.is_empty() {
             return f;
         }
+        let data_file = |name: &str| {
+            let path = dir.join(name);
+            if shared {
+                DataFile::Cached(parse_json_file(&path))
+            } else {
+                DataFile::Deferred(path)
+            }
+        };
         if l.has("info.json") {
-            f.info_json = Some(parse_json_file(&dir.join("info.json")));
+            f.info_json = Some(data_file("info.json"));
         }
         if l.has("keyboard.json") {
-            f.keyboard_json = Some(parse_json_file(&dir.join("keyboard.json")));
+            f.keyboard_json = Some(data_file("keyboard.json"));
         }
         if l.has("config.h") {
             f.config_h = std::fs::read_to_string(dir.join("config.h"))
