@@ -282,9 +282,6 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
     );
     let out = &args.out;
     let v1 = out.join("v1");
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
-    }
     let now = current_datetime();
 
     // Resolution first: nothing is written when too many keyboards fail.
@@ -332,6 +329,11 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
         failures.len(),
         args.max_failures
     );
+
+    // Only now is the previous output replaced.
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    }
 
     // Static parts: the API readme at the root and data/ under v1/.
     let mut files = 0;
