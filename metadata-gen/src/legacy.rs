@@ -335,8 +335,13 @@ mod tests {
         );
         assert!(to_json("array.array.int", Raw::Text("{{1}}")).is_err());
         assert_eq!(
-            to_json("str", Raw::Text("\"Some \\\"kb\\\"\"")).unwrap(),
-            "Some \"kb\""
+            to_json("str", Raw::Text("\"Some \\\"kb\\\" x\"")).unwrap(),
+            "Some \"kb\" x"
+        );
+        // Python's strip('"') also eats the quote of a trailing `\"`.
+        assert_eq!(
+            to_json("str", Raw::Text("\"a \\\"b\\\"\"")).unwrap(),
+            "a \"b\\"
         );
         assert_eq!(
             to_json("bcd_version", Raw::Text("0x0102")).unwrap(),
