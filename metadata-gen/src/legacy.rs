@@ -252,9 +252,15 @@ fn set_in_map(map: &mut Map<String, Value>, segs: &[&str], value: Value) {
         map.insert((*first).to_owned(), value);
         return;
     }
-    let slot = map
-        .entry((*first).to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
+    // Like dotty_dict: a missing container followed by a numeric segment is a list.
+    let numeric = rest.first().is_some_and(|s| s.parse::<usize>().is_ok());
+    let slot = map.entry((*first).to_owned()).or_insert_with(|| {
+        if numeric {
+            Value::Array(Vec::new())
+        } else {
+            Value::Object(Map::new())
+        }
+    });
     set_in_value(slot, rest, value);
 }
 
@@ -357,7 +363,7 @@ mod tests {
     fn dotted_paths() {
         let mut m = Map::new();
         dotted_set(&mut m, "usb.vid", Value::from("0x1234"));
-        dotted_set(&mut m, "audio.pins", serde_json::json!(["B5"]));
+        dotted_set(&mut m, "audio.pins.0", Value::from("B5"));
         dotted_set(&mut m, "audio.pins.1", Value::from("B6"));
         assert_eq!(
             Value::Object(m.clone()),
