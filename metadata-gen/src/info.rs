@@ -581,7 +581,7 @@ fn extract_config_h(maps: &Mappings, info: &mut Obj, c: &ConfigH) {
                     .into(),
             );
         }
-        let num = |k: &str| legacy::py_int(text(c, k)).map_or(Value::Null, Value::from);
+        let num = |k: &str| legacy::compute(text(c, k)).unwrap_or(Value::Null);
         let mut size = Obj::new();
         size.insert("cols".into(), num("MATRIX_COLS"));
         size.insert("rows".into(), num("MATRIX_ROWS"));

@@ -373,3 +373,184 @@ mod tests {
         assert_eq!(dotted_get(&m, "usb.pid"), None);
     }
 }
+
+/// A number during `compute`: Python keeps ints exact and `/` always gives a float.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    fn f(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+/// QMK's `compute()`: the arithmetic of config.h values such as `MATRIX_ROWS 6*2`
+/// (`+ - * / ** ^` with Python precedence; `^` is xor).
+pub fn compute(expr: &str) -> Result<Value, String> {
+    let tokens: Vec<char> = expr.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut p = Calc {
+        t: &tokens,
+        i: 0,
+        expr,
+    };
+    let n = p.xor()?;
+    if p.i != tokens.len() {
+        return Err(format!("cannot compute {expr:?}"));
+    }
+    Ok(match n {
+        Num::Int(i) => Value::from(i),
+        Num::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+    })
+}
+
+struct Calc<'a> {
+    t: &'a [char],
+    i: usize,
+    expr: &'a str,
+}
+
+impl Calc<'_> {
+    fn bad(&self) -> String {
+        format!("cannot compute {:?}", self.expr)
+    }
+    fn peek(&self) -> Option<char> {
+        self.t.get(self.i).copied()
+    }
+    fn xor(&mut self) -> Result<Num, String> {
+        let mut l = self.sum()?;
+        while self.peek() == Some('^') {
+            self.i += 1;
+            let r = self.sum()?;
+            l = match (l, r) {
+                (Num::Int(a), Num::Int(b)) => Num::Int(a ^ b),
+                _ => return Err(self.bad()),
+            };
+        }
+        Ok(l)
+    }
+    fn sum(&mut self) -> Result<Num, String> {
+        let mut l = self.product()?;
+        while let Some(op @ ('+' | '-')) = self.peek() {
+            self.i += 1;
+            let r = self.product()?;
+            l = match (l, r, op) {
+                (Num::Int(a), Num::Int(b), '+') => {
+                    Num::Int(a.checked_add(b).ok_or_else(|| self.bad())?)
+                }
+                (Num::Int(a), Num::Int(b), _) => {
+                    Num::Int(a.checked_sub(b).ok_or_else(|| self.bad())?)
+                }
+                (a, b, '+') => Num::Float(a.f() + b.f()),
+                (a, b, _) => Num::Float(a.f() - b.f()),
+            };
+        }
+        Ok(l)
+    }
+    fn product(&mut self) -> Result<Num, String> {
+        let mut l = self.unary()?;
+        loop {
+            match self.peek() {
+                Some('*') if self.t.get(self.i + 1) != Some(&'*') => {
+                    self.i += 1;
+                    let r = self.unary()?;
+                    l = match (l, r) {
+                        (Num::Int(a), Num::Int(b)) => {
+                            Num::Int(a.checked_mul(b).ok_or_else(|| self.bad())?)
+                        }
+                        (a, b) => Num::Float(a.f() * b.f()),
+                    };
+                }
+                Some('/') => {
+                    self.i += 1;
+                    let r = self.unary()?;
+                    if r.f() == 0.0 {
+                        return Err("division by zero".into());
+                    }
+                    l = Num::Float(l.f() / r.f());
+                }
+                _ => return Ok(l),
+            }
+        }
+    }
+    fn unary(&mut self) -> Result<Num, String> {
+        if self.peek() == Some('-') {
+            self.i += 1;
+            return Ok(match self.unary()? {
+                Num::Int(i) => Num::Int(-i),
+                Num::Float(f) => Num::Float(-f),
+            });
+        }
+        self.power()
+    }
+    fn power(&mut self) -> Result<Num, String> {
+        let base = self.atom()?;
+        if self.peek() == Some('*') && self.t.get(self.i + 1) == Some(&'*') {
+            self.i += 2;
+            let exp = self.unary()?;
+            return Ok(match (base, exp) {
+                (Num::Int(b), Num::Int(e)) if e >= 0 => Num::Int(
+                    u32::try_from(e)
+                        .ok()
+                        .and_then(|e| b.checked_pow(e))
+                        .ok_or_else(|| self.bad())?,
+                ),
+                (b, e) => Num::Float(b.f().powf(e.f())),
+            });
+        }
+        Ok(base)
+    }
+    fn atom(&mut self) -> Result<Num, String> {
+        if self.peek() == Some('(') {
+            self.i += 1;
+            let v = self.xor()?;
+            if self.peek() != Some(')') {
+                return Err(self.bad());
+            }
+            self.i += 1;
+            return Ok(v);
+        }
+        let start = self.i;
+        while self
+            .peek()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.' || c == '_')
+        {
+            self.i += 1;
+        }
+        let lit: String = self.t[start..self.i]
+            .iter()
+            .filter(|c| **c != '_')
+            .collect();
+        if lit.is_empty() {
+            return Err(self.bad());
+        }
+        if lit.contains('.') {
+            lit.parse::<f64>().map(Num::Float).map_err(|_| self.bad())
+        } else {
+            lit.parse::<i64>().map(Num::Int).map_err(|_| self.bad())
+        }
+    }
+}
+
+#[cfg(test)]
+mod compute_tests {
+    use super::compute;
+    use serde_json::json;
+
+    #[test]
+    fn arithmetic_like_python() {
+        assert_eq!(compute("6*2").unwrap(), json!(12));
+        assert_eq!(compute(" 14 ").unwrap(), json!(14));
+        assert_eq!(compute("(5+1)*2").unwrap(), json!(12));
+        assert_eq!(compute("2**6").unwrap(), json!(64));
+        assert_eq!(compute("2^6").unwrap(), json!(4));
+        assert_eq!(compute("-2**2").unwrap(), json!(-4));
+        assert_eq!(compute("6/2").unwrap(), json!(3.0));
+        assert!(compute("ROWS*2").is_err());
+    }
+}
