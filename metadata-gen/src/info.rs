@@ -739,7 +739,7 @@ fn matrix_masked(info: &mut Obj) {
     }
 }
 
-fn led_config(info: &mut Obj) {
+fn led_config(tree: &Tree, kb: &str, info: &mut Obj) {
     for feature in ["rgb_matrix", "led_matrix"] {
         let enabled = get(info, &["features", feature]).is_some_and(truthy);
         if !(enabled || info.contains_key(feature)) {
@@ -753,8 +753,30 @@ fn led_config(info: &mut Obj) {
                     info,
                     "led_config: matrix size required to parse g_led_config".into(),
                 );
+            } else {
+                let cols = get_i64(info, &["matrix_size", "cols"]).unwrap_or(0);
+                let rows = get_i64(info, &["matrix_size", "rows"]).unwrap_or(0);
+                let c_files = crate::tree::ancestors(kb)
+                    .into_iter()
+                    .skip(1)
+                    .filter_map(|d| tree.folder(&d).and_then(|f| f.keyboard_c.clone()));
+                for file in c_files {
+                    let name = file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let Ok(src) = std::fs::read_to_string(&file) else {
+                        continue;
+                    };
+                    match crate::c_led::find_led_config(&src, cols, rows) {
+                        Ok(Some(leds)) => {
+                            obj_entry(info, feature).insert("layout".into(), Value::Array(leds));
+                        }
+                        Ok(None) => {}
+                        Err(e) => warning(info, format!("led_config: {name}: {e}")),
+                    }
+                }
             }
-            // g_led_config in <keyboard>.c is C source: not read here (data-only generation).
         }
         let Some(Value::Object(f)) = info.get_mut(feature) else {
             continue;
@@ -1308,7 +1330,7 @@ pub fn info_json(
     matrix_size(&mut info);
     joystick_axis_count(&mut info);
     matrix_masked(&mut info);
-    led_config(&mut info);
+    led_config(tree, kb, &mut info);
 
     let as_value = Value::Object(info);
     maps.schemas

@@ -2,6 +2,7 @@
 //! the replacement for `qmk generate-api`) and uploads it (`publish`).
 
 mod build;
+mod c_led;
 mod hjson;
 mod info;
 mod json;

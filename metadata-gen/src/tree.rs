@@ -50,6 +50,8 @@ pub struct Folder {
     pub config_h: Option<ConfigH>,
     pub rules_mk: Option<String>,
     pub has_readme: bool,
+    /// `<folder>.c`, when present.
+    pub keyboard_c: Option<std::path::PathBuf>,
     /// `keymaps/<name>/` folders: (name, has keymap.json, has keymap.c).
     pub keymaps: Vec<(String, bool, bool)>,
 }
@@ -78,6 +80,10 @@ const WANTED: [&str; 7] = [
 
 fn list_dir(path: &Path) -> std::io::Result<Listing> {
     let mut out = Listing::default();
+    // `<folder>.c` may hold the LED table (g_led_config).
+    let own_c = path
+        .file_name()
+        .map(|n| format!("{}.c", n.to_string_lossy()));
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -85,7 +91,7 @@ fn list_dir(path: &Path) -> std::io::Result<Listing> {
         let is_dir = ft.is_dir() || (ft.is_symlink() && entry.path().is_dir());
         if is_dir {
             out.subdirs.push(name);
-        } else if WANTED.contains(&name.as_str()) {
+        } else if WANTED.contains(&name.as_str()) || own_c.as_deref() == Some(name.as_str()) {
             out.files.push(name);
         }
     }
@@ -224,6 +230,10 @@ impl Tree {
         }
         if l.has("keyboard.json") {
             f.keyboard_json = Some(data_file("keyboard.json"));
+        }
+        let own_c = format!("{}.c", rel.rsplit('/').next().unwrap_or_default());
+        if l.has(&own_c) {
+            f.keyboard_c = Some(dir.join(own_c));
         }
         if l.has("config.h") {
             f.config_h = std::fs::read_to_string(dir.join("config.h"))
