@@ -1337,7 +1337,9 @@ pub fn info_json(
         .validate("qmk.api.keyboard.v1", &as_value)
         .map_err(KeyboardError::Schema)?;
     let Value::Object(mut info) = as_value else {
-        unreachable!("built as an object")
+        return Err(KeyboardError::Schema(
+            "the resolved data is not an object".into(),
+        ));
     };
     validate_extra(tree, kb, &mut info);
     check_matrix(&mut info);
