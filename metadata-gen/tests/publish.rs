@@ -44,11 +44,22 @@ async fn new_bucket(client: &Client, name: &str) -> String {
     bucket
 }
 
-/// Records the writes a client makes; optionally fails every write to a release after `fail_after`.
-#[derive(Debug, Default, Clone)]
+/// Runs just before the pointer write is sent.
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+/// Records the writes a client makes; optionally fails every write to a release after
+/// `fail_after`, or runs `before_pointer` just before the pointer write.
+#[derive(Default, Clone)]
 struct Writes {
     log: Arc<Mutex<Vec<(&'static str, String)>>>,
     fail_after: Option<usize>,
+    before_pointer: Option<Hook>,
+}
+
+impl std::fmt::Debug for Writes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writes").field("log", &self.log).finish()
+    }
 }
 
 impl Writes {
@@ -104,6 +115,11 @@ impl Intercept for Writes {
             if op != "DeleteObjects" && key.contains("/releases/") && self.release_writes() >= limit
             {
                 return Err("injected failure: connection lost".into());
+            }
+        }
+        if op == "PutObject" && key.ends_with("current.json") {
+            if let Some(hook) = &self.before_pointer {
+                hook();
             }
         }
         self.log.lock().unwrap().push((op, key));
@@ -513,6 +529,58 @@ async fn interrupted_publish_leaves_readers_on_the_old_tree() {
     let mut want = vec![old_pointer.release.clone(), report.release.clone().unwrap()];
     want.sort();
     assert_eq!(release_ids(&base, &target).await, want);
+}
+
+#[tokio::test]
+async fn a_publish_that_raced_another_does_not_switch() {
+    let Some(base) = client().await else { return };
+    let target = Target::new(&new_bucket(&base, "race").await, "kb").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = sample();
+    write_tree(dir.path(), &files);
+    publish::publish(&base, &target, dir.path(), &opts())
+        .await
+        .unwrap();
+
+    // Another publisher switches the pointer after this one read it and before it writes it.
+    let rival = r#"{"prefix":"kb/releases/rival","release":"rival","manifest":"kb/manifests/rival.json","published_at":"x"}"#;
+    let (other, bucket, key) = (base.clone(), target.bucket.clone(), target.pointer_key());
+    let writes = Writes {
+        before_pointer: Some(Arc::new(move || {
+            let (other, bucket, key) = (other.clone(), bucket.clone(), key.clone());
+            std::thread::spawn(move || {
+                tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    other
+                        .put_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .body(rival.as_bytes().to_vec().into())
+                        .send()
+                        .await
+                        .unwrap();
+                })
+            })
+            .join()
+            .unwrap();
+        })),
+        ..Writes::default()
+    };
+    files.insert("v1/keyboard_list.json", r#"{"keyboards":[]}"#.to_string());
+    write_tree(dir.path(), &files);
+    let err = publish::publish(&writes.client(&base), &target, dir.path(), &opts())
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(err, PublishError::Raced(ref k) if k == "kb/current.json"),
+        "{err}"
+    );
+    assert_eq!(
+        get(&base, &target.bucket, "kb/current.json")
+            .await
+            .as_deref(),
+        Some(rival)
+    );
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use manifest::{Diff, Entry, Manifest, Pointer, MANIFEST_FORMAT};
-use store::Headers;
+use store::{Condition, Headers};
 use tree::LocalTree;
 
 /// Objects under `releases/<id>/` never change, but browsers may reach them through a rewrite
@@ -89,6 +89,10 @@ pub enum PublishError {
         key: String,
         message: String,
     },
+    #[error(
+        "{0} changed while publishing (another publish ran?): nothing was switched, run again"
+    )]
+    Raced(String),
     #[error("published state {key} is unreadable: {reason}")]
     BadState { key: String, reason: String },
 }
@@ -246,7 +250,7 @@ pub async fn publish(
             source: std::io::Error::other(e),
         })??;
 
-    let live = read_live(client, target).await?;
+    let (live, pointer_condition) = read_live(client, target).await?;
     let live_manifest = live.as_ref().map(|(_, m)| m);
     let diff = Diff::between(live_manifest, &local);
     let mut report = Report {
@@ -261,8 +265,16 @@ pub async fn publish(
     let (pointer, manifest) = match live {
         Some((pointer, manifest)) if report.diff.is_empty() => (pointer, manifest),
         live => {
-            let (pointer, manifest) =
-                build_release(client, target, &local, live.as_ref(), options, &mut report).await?;
+            let (pointer, manifest) = build_release(
+                client,
+                target,
+                &local,
+                live.as_ref(),
+                pointer_condition,
+                options,
+                &mut report,
+            )
+            .await?;
             report.switched = true;
             (pointer, manifest)
         }
@@ -286,25 +298,33 @@ pub async fn publish(
     Ok(report)
 }
 
-/// The live pointer and its manifest. A pointer whose manifest is missing or unreadable is
-/// treated as no live release, so the next publish uploads everything and repairs the state.
+/// The live pointer and its manifest, and the condition under which the pointer may be
+/// replaced (it must not have changed since it was read). A pointer or manifest that is
+/// missing or unreadable counts as no live release: the next publish uploads everything.
 async fn read_live(
     client: &Client,
     target: &Target,
-) -> Result<Option<(Pointer, Manifest)>, PublishError> {
-    let Some(pointer) =
-        store::get_json::<Pointer>(client, &target.bucket, &target.pointer_key()).await?
-    else {
-        return Ok(None);
+) -> Result<(Option<(Pointer, Manifest)>, Condition), PublishError> {
+    let key = target.pointer_key();
+    let (pointer, condition) = match store::get_json_tagged::<Pointer>(client, &target.bucket, &key)
+        .await
+    {
+        Ok(Some((pointer, etag))) => (pointer, etag.map_or(Condition::Always, Condition::IfMatch)),
+        Ok(None) => return Ok((None, Condition::IfAbsent)),
+        Err(PublishError::BadState { .. }) => {
+            tracing::warn!(%key, "live pointer unreadable; publishing every object");
+            return Ok((None, Condition::Always));
+        }
+        Err(e) => return Err(e),
     };
     match store::get_json::<Manifest>(client, &target.bucket, &pointer.manifest).await {
-        Ok(Some(m)) if m.format == MANIFEST_FORMAT => Ok(Some((pointer, m))),
+        Ok(Some(m)) if m.format == MANIFEST_FORMAT => Ok((Some((pointer, m)), condition)),
         Ok(_) | Err(PublishError::BadState { .. }) => {
             tracing::warn!(
                 manifest = %pointer.manifest,
                 "live manifest missing or unreadable; publishing every object"
             );
-            Ok(None)
+            Ok((None, condition))
         }
         Err(e) => Err(e),
     }
@@ -330,6 +350,7 @@ async fn build_release(
     target: &Target,
     local: &LocalTree,
     live: Option<&(Pointer, Manifest)>,
+    pointer_condition: Condition,
     options: &Options,
     report: &mut Report,
 ) -> Result<(Pointer, Manifest), PublishError> {
@@ -409,7 +430,7 @@ async fn build_release(
         files,
     };
     let manifest_key = target.manifest_key(&id);
-    put_json(client, target, &manifest_key, &manifest).await?;
+    put_json(client, target, &manifest_key, &manifest, Condition::Always).await?;
 
     let pointer = Pointer {
         prefix: release_prefix,
@@ -418,8 +439,16 @@ async fn build_release(
         previous: live.map(|(p, _)| p.prefix.clone()),
         published_at: oven::time::Millis::now().http_date(),
     };
-    // The switch. Everything the pointer names exists before this line runs.
-    put_json(client, target, &target.pointer_key(), &pointer).await?;
+    // The switch. Everything the pointer names exists before this line runs; the condition
+    // makes a publish that raced another one fail instead of silently undoing it.
+    put_json(
+        client,
+        target,
+        &target.pointer_key(),
+        &pointer,
+        pointer_condition,
+    )
+    .await?;
     Ok((pointer, manifest))
 }
 
@@ -428,6 +457,7 @@ async fn put_json<T: serde::Serialize>(
     target: &Target,
     key: &str,
     value: &T,
+    condition: Condition,
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec_pretty(value).map_err(|e| PublishError::BadState {
         key: key.to_string(),
@@ -437,7 +467,7 @@ async fn put_json<T: serde::Serialize>(
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(&body))
     };
-    store::put(
+    store::put_if(
         client,
         &target.bucket,
         key,
@@ -447,6 +477,7 @@ async fn put_json<T: serde::Serialize>(
             cache_control: POINTER_CACHE_CONTROL,
             sha256: &sha256,
         },
+        condition,
     )
     .await?;
     Ok(())

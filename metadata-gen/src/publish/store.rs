@@ -43,11 +43,21 @@ pub async fn get_json<T: DeserializeOwned>(
     bucket: &str,
     key: &str,
 ) -> Result<Option<T>, PublishError> {
+    Ok(get_json_tagged(client, bucket, key).await?.map(|(v, _)| v))
+}
+
+/// Reads a JSON object and its ETag; `None` when the key does not exist.
+pub async fn get_json_tagged<T: DeserializeOwned>(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(T, Option<String>)>, PublishError> {
     let out = match client.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => out,
         Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
         Err(err) => return Err(s3_err("GetObject", key, err)),
     };
+    let etag = out.e_tag.clone();
     let bytes = out
         .body
         .collect()
@@ -55,11 +65,21 @@ pub async fn get_json<T: DeserializeOwned>(
         .map_err(|e| s3_err("GetObject", key, e))?
         .into_bytes();
     serde_json::from_slice(&bytes)
-        .map(Some)
+        .map(|v| Some((v, etag)))
         .map_err(|e| PublishError::BadState {
             key: key.to_string(),
             reason: e.to_string(),
         })
+}
+
+/// A precondition on a write (S3 conditional writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    /// Only if the object still has this ETag.
+    IfMatch(String),
+    /// Only if no object has the key yet.
+    IfAbsent,
 }
 
 /// How an object is written.
@@ -78,8 +98,27 @@ pub async fn put(
     body: Vec<u8>,
     headers: Headers<'_>,
 ) -> Result<Option<String>, PublishError> {
+    put_if(client, bucket, key, body, headers, Condition::Always).await
+}
+
+/// Uploads one object if `condition` holds; a failed precondition is [`PublishError::Raced`].
+pub async fn put_if(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    headers: Headers<'_>,
+    condition: Condition,
+) -> Result<Option<String>, PublishError> {
+    let (if_match, if_none_match) = match condition {
+        Condition::Always => (None, None),
+        Condition::IfMatch(etag) => (Some(etag), None),
+        Condition::IfAbsent => (None, Some("*".to_string())),
+    };
     let out = client
         .put_object()
+        .set_if_match(if_match)
+        .set_if_none_match(if_none_match)
         .bucket(bucket)
         .key(key)
         .body(ByteStream::from(body))
@@ -88,7 +127,15 @@ pub async fn put(
         .metadata(SHA256_METADATA, headers.sha256)
         .send()
         .await
-        .map_err(|e| s3_err("PutObject", key, e))?;
+        .map_err(|e| {
+            // 412: the precondition failed; 409: a concurrent conditional write won.
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            if matches!(status, Some(412) | Some(409)) {
+                PublishError::Raced(key.to_string())
+            } else {
+                s3_err("PutObject", key, e)
+            }
+        })?;
     Ok(out.e_tag)
 }
 
