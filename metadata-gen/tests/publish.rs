@@ -54,6 +54,8 @@ struct Writes {
     log: Arc<Mutex<Vec<(&'static str, String)>>>,
     fail_after: Option<usize>,
     before_pointer: Option<Hook>,
+    /// A release upload whose key ends with this is sent to another key (a lost write).
+    misdirect: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Writes {
@@ -93,6 +95,25 @@ impl Writes {
 impl Intercept for Writes {
     fn name(&self) -> &'static str {
         "test write recorder"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextMut<
+            '_,
+        >,
+        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if let (Some(suffix), Some(input)) = (
+            self.misdirect,
+            context.input_mut().downcast_mut::<PutObjectInput>(),
+        ) {
+            if let Some(key) = input.key.as_mut().filter(|k| k.ends_with(suffix)) {
+                key.push_str(".lost");
+            }
+        }
+        Ok(())
     }
 
     fn read_before_execution(
@@ -581,6 +602,26 @@ async fn a_publish_that_raced_another_does_not_switch() {
             .as_deref(),
         Some(rival)
     );
+}
+
+#[tokio::test]
+async fn a_lost_write_stops_the_switch() {
+    let Some(base) = client().await else { return };
+    let target = Target::new(&new_bucket(&base, "lost").await, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(dir.path(), &sample());
+    let writes = Writes {
+        misdirect: Some("alpha/readme.md"),
+        ..Writes::default()
+    };
+    let err = publish::publish(&writes.client(&base), &target, dir.path(), &opts())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PublishError::Incomplete { missing: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(pointer(&base, &target).await, None);
 }
 
 #[tokio::test]

@@ -93,6 +93,10 @@ pub enum PublishError {
         "{0} changed while publishing (another publish ran?): nothing was switched, run again"
     )]
     Raced(String),
+    #[error(
+        "release {release} is incomplete after upload ({missing} objects missing); not switched"
+    )]
+    Incomplete { release: String, missing: usize },
     #[error("published state {key} is unreadable: {reason}")]
     BadState { key: String, reason: String },
 }
@@ -429,6 +433,28 @@ async fn build_release(
         release: id.clone(),
         files,
     };
+    // Every write succeeded and S3 reads are strongly consistent; one listing still guards the
+    // switch against a key this code failed to write.
+    let present: BTreeSet<String> = store::list(client, bucket, &format!("{release_prefix}/"))
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(&format!("{release_prefix}/"))
+                .map(str::to_string)
+        })
+        .collect();
+    let missing = manifest
+        .files
+        .keys()
+        .filter(|k| !present.contains(*k))
+        .count();
+    if missing > 0 {
+        return Err(PublishError::Incomplete {
+            release: id,
+            missing,
+        });
+    }
     let manifest_key = target.manifest_key(&id);
     put_json(client, target, &manifest_key, &manifest, Condition::Always).await?;
 
