@@ -46,7 +46,7 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Command-line arguments of `metadata-gen publish`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PublishArgs {
-    /// A built tree (the directory that contains `v1/`).
+    /// A built tree (the directory that contains `v1/keyboard_list.json`).
     #[arg(long, value_name = "DIR")]
     pub from: PathBuf,
     /// Destination bucket.
@@ -70,7 +70,7 @@ pub struct PublishArgs {
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("--from {0}: not a built tree (no v1/ directory inside)")]
+    #[error("--from {0}: not a built tree (no v1/keyboard_list.json inside)")]
     NotATree(PathBuf),
     #[error("{path}: {source}")]
     Io {

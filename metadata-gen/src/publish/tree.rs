@@ -25,9 +25,13 @@ pub struct LocalFile {
 /// A built tree: relative key (`/`-separated, e.g. `v1/keyboard_list.json`) → file.
 pub type LocalTree = BTreeMap<String, LocalFile>;
 
-/// Reads and hashes every regular file under `root`, which must contain `v1/`.
+/// The file every built tree has; its absence means `--from` points at the wrong folder (an
+/// empty tree would otherwise publish as "every keyboard removed").
+pub const REQUIRED_FILE: &str = "v1/keyboard_list.json";
+
+/// Reads and hashes every regular file under `root`, which must contain `v1/keyboard_list.json`.
 pub fn scan(root: &Path) -> Result<LocalTree, PublishError> {
-    if !root.join("v1").is_dir() {
+    if !root.join(REQUIRED_FILE).is_file() {
         return Err(PublishError::NotATree(root.to_path_buf()));
     }
     let mut tree = LocalTree::new();
@@ -146,8 +150,10 @@ mod tests {
     }
 
     #[test]
-    fn scan_rejects_a_directory_without_v1() {
+    fn scan_rejects_a_directory_without_a_keyboard_list() {
         let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(scan(dir.path()), Err(PublishError::NotATree(_))));
+        std::fs::create_dir_all(dir.path().join("v1")).unwrap();
         assert!(matches!(scan(dir.path()), Err(PublishError::NotATree(_))));
     }
 
@@ -155,6 +161,7 @@ mod tests {
     fn scan_rejects_reserved_names() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("v1")).unwrap();
+        std::fs::write(dir.path().join(REQUIRED_FILE), "{}").unwrap();
         std::fs::create_dir_all(dir.path().join("releases/x")).unwrap();
         std::fs::write(dir.path().join("releases/x/a.json"), "{}").unwrap();
         let err = scan(dir.path()).unwrap_err();
@@ -166,6 +173,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("v1/keyboards/a")).unwrap();
         std::fs::write(dir.path().join("v1/keyboards/a/info.json"), "abc").unwrap();
+        std::fs::write(dir.path().join(REQUIRED_FILE), "{}").unwrap();
         let tree = scan(dir.path()).unwrap();
         let file = &tree["v1/keyboards/a/info.json"];
         assert_eq!(
@@ -173,6 +181,6 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(file.size, 3);
-        assert_eq!(tree.len(), 1);
+        assert_eq!(tree.len(), 2);
     }
 }
