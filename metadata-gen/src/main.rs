@@ -8,12 +8,12 @@ mod info;
 mod json;
 mod keycodes;
 mod legacy;
-mod publish;
 mod pyfmt;
 mod schema;
 mod tree;
 
 use clap::{Parser, Subcommand};
+use metadata_gen::publish;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
