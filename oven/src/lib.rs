@@ -4,6 +4,7 @@
 //!   document of the QMK API contract (section 6.3).
 //! - [`ports`]: what Oven needs from the outside world (a job table, a queue, an artifact store),
 //!   as traits; `adapters` implement them on AWS and on one machine.
+//! - [`worker`]: the compile worker (Lambda and `oven serve`).
 //!
 //! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
 //! and hand them to the router or the worker in this crate.
@@ -12,3 +13,4 @@ pub mod config;
 pub mod job;
 pub mod ports;
 pub mod time;
+pub mod worker;
