@@ -56,7 +56,8 @@ pub struct WorkerConfig {
     pub qmk: PathBuf,
     /// PATH given to builds (the only inherited variable).
     pub path: String,
-    /// Writable scratch: `jobs/<id>`, `build/` (warm object files), `ccache/`.
+    /// Writable scratch: `jobs/<id>`, `build/` (warm object files), `ccache/`, `sources/`,
+    /// `qmk_firmware/` (the writable overlay of the tree, see [`tree::overlay`]).
     pub work_root: PathBuf,
     /// Base of the URLs in results, without a trailing slash.
     pub public_url: String,
@@ -183,8 +184,10 @@ pub fn classify_failure(log: &str, layout: &str) -> &'static str {
     {
         "firmware_too_large"
     } else if !layout.is_empty()
-        && (log.contains(&format!("'{layout}'")) || log.contains(&format!("‘{layout}’")))
-        && (lower.contains("implicit declaration") || lower.contains("undeclared"))
+        && (log.contains(&format!("function '{layout}'"))
+            || log.contains(&format!("function ‘{layout}’"))
+            || log.contains(&format!("‘{layout}’ undeclared"))
+            || log.contains(&format!("'{layout}' undeclared")))
     {
         "unknown_layout"
     } else {
@@ -477,6 +480,13 @@ impl Worker {
         )?;
 
         let build_dir = self.cfg.work_root.join("build");
+        let qmk_home = tree::overlay(&tree.home, &self.cfg.work_root.join("qmk_firmware"))?;
+        let target = tree::target_name(&kb, BUILD_KEYMAP);
+        // Every job builds under the same name: an old firmware file must not pass for this one.
+        for ext in tree::FIRMWARE_EXTENSIONS {
+            let _ = std::fs::remove_file(qmk_home.join(format!("{target}.{ext}")));
+            let _ = std::fs::remove_file(build_dir.join(format!("{target}.{ext}")));
+        }
         let home_dir = job_dir.join("home");
         std::fs::create_dir_all(&build_dir)?;
         std::fs::create_dir_all(&home_dir)?;
@@ -492,7 +502,7 @@ impl Worker {
             ("PATH".to_string(), self.cfg.path.clone()),
             ("HOME".into(), home_dir.display().to_string()),
             ("LANG".into(), "C.UTF-8".into()),
-            ("QMK_HOME".into(), tree.home.display().to_string()),
+            ("QMK_HOME".into(), qmk_home.display().to_string()),
             ("SKIP_GIT".into(), "yes".into()),
             ("BUILD_DIR".into(), build_dir.display().to_string()),
             ("TMPDIR".into(), job_dir.display().to_string()),
@@ -530,10 +540,9 @@ impl Worker {
         result.compile_seconds = Some(out.elapsed.as_secs_f64());
         result.output = out.log;
 
-        let target = tree::target_name(&kb, BUILD_KEYMAP);
         let firmware_path = match out.status {
             runner::BuildStatus::Exited(0) => {
-                tree::find_firmware(&[job_dir, &build_dir, &tree.home], &target)
+                tree::find_firmware(&[&qmk_home, &build_dir, job_dir], &target)
             }
             _ => None,
         };
@@ -757,7 +766,10 @@ mod tests {
             "unknown_layout"
         );
         assert_eq!(
-            classify_failure("error: 'KC_NOPE' undeclared here", "LAYOUT_x"),
+            classify_failure(
+                "error: 'KC_NOPE' undeclared here\nnote: in definition of macro 'LAYOUT_x'",
+                "LAYOUT_x"
+            ),
             "compile_error"
         );
     }

@@ -152,6 +152,31 @@ pub fn target_name(keyboard: &str, keymap: &str) -> String {
     format!("{}_{}", keyboard.replace('/', "_"), keymap)
 }
 
+/// A writable stand-in for a (possibly read-only) tree: `dest` holds a symlink to every
+/// top-level entry of `home` except `.build`. `qmk` runs make in its QMK_HOME and copies the
+/// firmware there, so the root must be writable; everything below it stays shared and is never
+/// copied. Idempotent.
+pub fn overlay(home: &Path, dest: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(home)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".build" {
+            continue;
+        }
+        let link = dest.join(&name);
+        let target = home.join(&name);
+        match std::fs::read_link(&link) {
+            Ok(t) if t == target => continue,
+            Ok(_) => std::fs::remove_file(&link)?,
+            Err(_) if link.exists() => continue,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&target, &link)?;
+    }
+    Ok(dest.to_path_buf())
+}
+
 /// The firmware file a build of `target` produced: `<target>.{hex,bin,uf2}` in the first of
 /// `dirs` holding one, as a regular file (symlinks are refused: they could point anywhere).
 pub fn find_firmware(dirs: &[&Path], target: &str) -> Option<PathBuf> {
@@ -184,6 +209,26 @@ mod tests {
             find_firmware(&[d.path()], "kb_km"),
             Some(d.path().join("kb_km.bin"))
         );
+    }
+
+    #[test]
+    fn overlay_links_the_top_level_only() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        std::fs::create_dir_all(home.join("keyboards/kb")).unwrap();
+        std::fs::create_dir_all(home.join(".build")).unwrap();
+        std::fs::write(home.join("Makefile"), "all:").unwrap();
+        let o = overlay(&home, &d.path().join("o")).unwrap();
+        assert!(o.join("keyboards/kb").is_dir());
+        assert_eq!(
+            std::fs::read_link(o.join("Makefile")).unwrap(),
+            home.join("Makefile")
+        );
+        assert!(!o.join(".build").exists());
+        // The root is ours: writing there leaves the tree untouched.
+        std::fs::write(o.join("kb_x.hex"), "x").unwrap();
+        assert!(!home.join("kb_x.hex").exists());
+        assert_eq!(overlay(&home, &o).unwrap(), o);
     }
 
     #[test]
