@@ -8,6 +8,7 @@
 //! log); only infrastructure errors are errors, so that the queue delivers the message again.
 //! See [`runner`] for how the build itself is confined.
 
+pub mod batch;
 pub mod cache;
 pub mod eta;
 pub mod runner;
@@ -56,8 +57,8 @@ pub struct WorkerConfig {
     pub qmk: PathBuf,
     /// PATH given to builds (the only inherited variable).
     pub path: String,
-    /// Writable scratch: `jobs/<id>`, `build/` (warm object files), `ccache/`, `sources/`,
-    /// `qmk_firmware/` (the writable overlay of the tree, see [`tree::overlay`]).
+    /// Writable scratch: `jobs/<id>`, `ccache/`, `sources/`, `qmk_firmware/` (the writable
+    /// overlay of the tree, see [`tree::overlay`], with the warm `.build` inside).
     pub work_root: PathBuf,
     /// Base of the URLs in results, without a trailing slash.
     pub public_url: String,
@@ -479,8 +480,11 @@ impl Worker {
             serde_json::to_vec(&build_req).map_err(|e| std::io::Error::other(e.to_string()))?,
         )?;
 
-        let build_dir = self.cfg.work_root.join("build");
+        // The overlay's root is ours, so QMK's default `.build` there is writable and survives
+        // from job to job (warm object files). Overriding BUILD_DIR instead breaks QMK's JSON
+        // keymap path (its generated rules.mk goes missing).
         let qmk_home = tree::overlay(&tree.home, &self.cfg.work_root.join("qmk_firmware"))?;
+        let build_dir = qmk_home.join(".build");
         let target = tree::target_name(&kb, BUILD_KEYMAP);
         // Every job builds under the same name: an old firmware file must not pass for this one.
         for ext in tree::FIRMWARE_EXTENSIONS {
@@ -494,8 +498,6 @@ impl Worker {
             "compile".to_string(),
             format!("-j{}", self.cfg.jobs),
             "-e".into(),
-            format!("BUILD_DIR={}", build_dir.display()),
-            "-e".into(),
             "SKIP_GIT=yes".into(),
         ];
         let mut env = vec![
@@ -504,7 +506,6 @@ impl Worker {
             ("LANG".into(), "C.UTF-8".into()),
             ("QMK_HOME".into(), qmk_home.display().to_string()),
             ("SKIP_GIT".into(), "yes".into()),
-            ("BUILD_DIR".into(), build_dir.display().to_string()),
             ("TMPDIR".into(), job_dir.display().to_string()),
             ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
         ];

@@ -597,3 +597,46 @@ async fn real_tree_compiles_avr_and_arm() {
         eprintln!("{file}: {:.1} s compile", r.compile_seconds.unwrap());
     }
 }
+
+#[tokio::test]
+async fn lambda_batch_fails_dead_letters_and_reports_infrastructure_errors() {
+    use oven::worker::batch::{handle, Record};
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    let dlq = "arn:aws:sqs:us-east-1:000000000000:oven-dlq";
+    let (ok, dead) = (env.submit(good()).await, env.submit(good()).await);
+    let rec = |mid: &str, id: JobId, arn: &str| Record {
+        message_id: mid.into(),
+        body: serde_json::to_string(&QueueMessage { job_id: id }).unwrap(),
+        event_source_arn: Some(arn.into()),
+    };
+    let records = [
+        rec("m1", ok, "arn:aws:sqs:us-east-1:000000000000:oven-jobs"),
+        rec("m2", dead, dlq),
+        Record {
+            message_id: "m3".into(),
+            body: "not json".into(),
+            event_source_arn: None,
+        },
+    ];
+    assert!(handle(&worker, Some(dlq), &records).await.is_empty());
+    assert_eq!(env.job(ok).await.state, JobState::Finished);
+    assert_eq!(env.job(dead).await.state, JobState::Failed);
+
+    // The artifact store is down: the job is not finished, the record comes back.
+    let broken = Worker::new(
+        env.store.clone(),
+        env.queue.clone(),
+        Arc::new(mem::DownArtifacts),
+        env.cfg(),
+    );
+    let id = env.submit(good()).await;
+    let failed = handle(
+        &broken,
+        Some(dlq),
+        &[rec("m4", id, "arn:aws:sqs:x:1:oven-jobs")],
+    )
+    .await;
+    assert_eq!(failed, ["m4"]);
+    assert!(!env.job(id).await.state.is_terminal());
+}
