@@ -499,6 +499,9 @@ impl Worker {
             format!("-j{}", self.cfg.jobs),
             "-e".into(),
             "SKIP_GIT=yes".into(),
+            // version.h would carry the build time: every build would recompile everything.
+            "-e".into(),
+            "SKIP_VERSION=yes".into(),
         ];
         let mut env = vec![
             ("PATH".to_string(), self.cfg.path.clone()),
@@ -519,6 +522,12 @@ impl Worker {
             env.push(("CCACHE_NOHASHDIR".into(), "1".into()));
         }
         args.push(build_json.display().to_string());
+        if self
+            .prime_warm_keymap(&qmk_home, &build_dir, &target, &build_req, &env)
+            .await
+        {
+            tracing::info!(job = %job.id, "warm build: only the keymap is recompiled");
+        }
         let spec = runner::BuildSpec {
             program: self.cfg.qmk.clone(),
             args,
@@ -645,6 +654,88 @@ impl Worker {
             }
         }
         Ok((firmware, stored))
+    }
+
+    /// QMK's JSON path regenerates config.h and keymap.h whenever keymap.json is newer than
+    /// them, and then recompiles every unit. When a previous build of this keyboard (same build
+    /// name) differs only in `layers`, those headers are still right: generate keymap.c here
+    /// with the same `qmk json2c` make would run, and put the new keymap.json in place with an
+    /// older time stamp, so make recompiles the keymap alone. If anything does not fit, nothing
+    /// is changed and the normal (slower, equally correct) build runs. Returns whether it primed.
+    async fn prime_warm_keymap(
+        &self,
+        qmk_home: &Path,
+        build_dir: &Path,
+        target: &str,
+        build_req: &Value,
+        env: &[(String, String)],
+    ) -> bool {
+        let src = build_dir.join(format!("obj_{target}")).join("src");
+        let (prev_json, config_h, keymap_h) = (
+            src.join("keymap.json"),
+            src.join("config.h"),
+            src.join("keymap.h"),
+        );
+        let Ok(prev) = std::fs::read(&prev_json) else {
+            return false;
+        };
+        let Ok(prev) = serde_json::from_slice::<Value>(&prev) else {
+            return false;
+        };
+        let without_layers = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("layers");
+            }
+            v
+        };
+        if without_layers(&prev) != without_layers(build_req) {
+            return false;
+        }
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let (Some(c), Some(k)) = (mtime(&config_h), mtime(&keymap_h)) else {
+            return false;
+        };
+        let Ok(new_json) = serde_json::to_vec(build_req) else {
+            return false;
+        };
+        let staged = src.join("keymap.json.oven");
+        if std::fs::write(&staged, &new_json).is_err() {
+            return false;
+        }
+        let spec = runner::BuildSpec {
+            program: self.cfg.qmk.clone(),
+            args: vec![
+                "json2c".into(),
+                "--quiet".into(),
+                "--output".into(),
+                src.join("keymap.c").display().to_string(),
+                staged.display().to_string(),
+            ],
+            cwd: qmk_home.to_path_buf(),
+            env: env.to_vec(),
+            timeout: Duration::from_secs(60),
+            log_cap: 64 * 1024,
+        };
+        match runner::run(&spec).await {
+            Ok(out) if out.status == runner::BuildStatus::Exited(0) => {}
+            _ => {
+                let _ = std::fs::remove_file(&staged);
+                return false;
+            }
+        }
+        let older = c.min(k) - Duration::from_secs(1);
+        let placed = std::fs::rename(&staged, &prev_json).is_ok()
+            && std::fs::File::options()
+                .write(true)
+                .open(&prev_json)
+                .and_then(|f| f.set_modified(older))
+                .is_ok();
+        if !placed {
+            // Fall back to a full generation: a fresh time stamp makes make redo the headers.
+            let _ = std::fs::remove_file(&prev_json);
+        }
+        placed
     }
 
     /// A message from the dead-letter queue: the job could not be processed; fail it.

@@ -572,6 +572,11 @@ async fn real_tree_compiles_avr_and_arm() {
             "KC_LALT", "KC_SPC", "KC_RALT", "KC_RGUI", "MO(1)", "KC_RCTL"
         ]]),
     );
+    // The same keyboard again with one key changed: the warm path must still build *this*
+    // keymap (a stale keymap.c would give the first firmware again).
+    let mut dz60_b = dz60.clone();
+    dz60_b["keymap"] = json!("oven_test_b");
+    dz60_b["layers"][0][0] = json!("KC_GRV");
     let planck_row: Vec<&str> = vec!["KC_A"; 47];
     let planck = keymap(
         "planck/rev6",
@@ -579,8 +584,10 @@ async fn real_tree_compiles_avr_and_arm() {
         "LAYOUT_planck_mit",
         json!([planck_row]),
     );
+    let mut firmwares = Vec::new();
     for (req, file) in [
         (dz60, "dz60_oven_test.hex"),
+        (dz60_b, "dz60_oven_test_b.hex"),
         (planck, "planck_rev6_oven_test.bin"),
     ] {
         let id = env.submit(req).await;
@@ -594,8 +601,17 @@ async fn real_tree_compiles_avr_and_arm() {
         } else {
             assert!(fw.len() > 10_000);
         }
-        eprintln!("{file}: {:.1} s compile", r.compile_seconds.unwrap());
+        let units = r.output.matches("Compiling: ").count();
+        eprintln!(
+            "{file}: {:.1} s compile, {units} units compiled",
+            r.compile_seconds.unwrap()
+        );
+        firmwares.push(fw);
     }
+    assert_ne!(
+        firmwares[0], firmwares[1],
+        "second dz60 keymap gave the first firmware"
+    );
 }
 
 #[tokio::test]
