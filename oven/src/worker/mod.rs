@@ -173,6 +173,29 @@ fn request_str<'a>(req: &'a Value, field: &str) -> &'a str {
     req.get(field).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Deletes every object under `obj` whose dependency file (`.d`) names `needle`; false if the
+/// directory cannot be read.
+fn remove_objects_including(obj: &Path, needle: &str) -> bool {
+    let mut stack = vec![obj.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "d")
+                && std::fs::read_to_string(&p).is_ok_and(|t| t.contains(needle))
+            {
+                let _ = std::fs::remove_file(p.with_extension("o"));
+            }
+        }
+    }
+    true
+}
+
 /// A short class of a failed build, from its log (the strings QMK and gcc print).
 pub fn classify_failure(log: &str, layout: &str) -> &'static str {
     let lower = log.to_ascii_lowercase();
@@ -724,16 +747,25 @@ impl Worker {
                 return false;
             }
         }
-        let older = c.min(k) - Duration::from_secs(1);
-        let placed = std::fs::rename(&staged, &prev_json).is_ok()
-            && std::fs::File::options()
+        // keymap.json and keymap.c both older than the headers: make regenerates nothing (a
+        // regenerated prerequisite of QMK's `generated-files` rebuilds every object). The
+        // objects built from keymap.c are deleted instead, so exactly those are recompiled.
+        let older = c.min(k) - Duration::from_secs(2);
+        let set_old = |p: &Path| {
+            std::fs::File::options()
                 .write(true)
-                .open(&prev_json)
+                .open(p)
                 .and_then(|f| f.set_modified(older))
-                .is_ok();
+                .is_ok()
+        };
+        let placed = std::fs::rename(&staged, &prev_json).is_ok()
+            && set_old(&prev_json)
+            && set_old(&src.join("keymap.c"))
+            && remove_objects_including(&build_dir.join(format!("obj_{target}")), "src/keymap.c");
         if !placed {
-            // Fall back to a full generation: a fresh time stamp makes make redo the headers.
+            // Fall back to a full generation: fresh time stamps make make redo everything.
             let _ = std::fs::remove_file(&prev_json);
+            let _ = std::fs::remove_file(src.join("keymap.c"));
         }
         placed
     }
