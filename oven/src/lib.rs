@@ -9,6 +9,7 @@
 //! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
 //! and hand them to the router or the worker in this crate.
 
+pub mod adapters;
 pub mod config;
 pub mod job;
 pub mod ports;

@@ -8,14 +8,11 @@
 //! jobs (a new keymap for a keyboard the worker has built), an identical resubmission (cache),
 //! and the median cost of composing one job's source archive.
 
-#[allow(dead_code)] // shared with the tests, which use all of it
-#[path = "../tests/worker/mem.rs"]
-mod mem;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oven::adapters::local::{LocalDbOptions, LocalStorage};
 use oven::job::{Job, JobId};
 use oven::ports::{ArtifactKey, JobStore, QueueMessage};
 use oven::time::Millis;
@@ -38,10 +35,10 @@ async fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let base: Value = serde_json::from_slice(&std::fs::read(base).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(mem::MemStore::default());
-    let artifacts = Arc::new(mem::DirArtifacts {
-        root: dir.path().join("artifacts"),
-    });
+    let storage =
+        LocalStorage::open_with(&dir.path().join("data"), LocalDbOptions::default()).unwrap();
+    let store = Arc::new(storage.db.clone());
+    let artifacts = Arc::new(storage.artifacts.clone());
     let cfg = WorkerConfig {
         qmk_home: Some(PathBuf::from(home)),
         qmk: PathBuf::from(qmk),
@@ -55,20 +52,15 @@ async fn main() {
         max_attempts: 3,
         source_archives: true,
     };
-    let worker = Worker::new(
-        store.clone(),
-        Arc::new(mem::MemQueue::default()),
-        artifacts.clone(),
-        cfg,
-    );
+    let worker = Worker::new(store.clone(), store.clone(), artifacts.clone(), cfg);
     let run = |req: Value| {
-        let (store, worker) = (store.clone(), &worker);
+        let (store, worker, storage) = (store.clone(), &worker, &storage);
         async move {
             let id = JobId::new();
             let hash = cache::request_hash(&req);
             let job = Job::queued(id, req, hash, Millis::now(), Duration::from_secs(3600));
             let t = Instant::now();
-            store.create(&job).await.unwrap();
+            storage.db.submit(&job).await.unwrap();
             worker.process(&QueueMessage { job_id: id }).await.unwrap();
             let secs = t.elapsed().as_secs_f64();
             let r = store.get(id).await.unwrap().unwrap().result.unwrap();

@@ -699,7 +699,41 @@ impl Worker {
             src.join("config.h"),
             src.join("keymap.h"),
         );
+        // What make's own rules run to generate these files from keymap.json.
+        let generate = |command: &str, output: &str, input: &Path| runner::BuildSpec {
+            program: self.cfg.qmk.clone(),
+            args: vec![
+                command.into(),
+                "--quiet".into(),
+                "--output".into(),
+                src.join(output).display().to_string(),
+                input.display().to_string(),
+            ],
+            cwd: qmk_home.to_path_buf(),
+            env: env.to_vec(),
+            timeout: Duration::from_secs(60),
+            log_cap: 64 * 1024,
+        };
         let Ok(prev) = std::fs::read(&prev_json) else {
+            // First build of this keyboard: QMK's flags depend on whether the generated
+            // config.h exists when make starts (`-include .../src/config.h`), so without it now
+            // the *next* build would see new flags and recompile everything. Generating the
+            // files up front keeps the flags stable from the first build on.
+            let staged = src.join("first.json.oven");
+            if std::fs::create_dir_all(&src).is_ok()
+                && serde_json::to_vec(build_req)
+                    .ok()
+                    .is_some_and(|j| std::fs::write(&staged, j).is_ok())
+            {
+                for (command, output) in [
+                    ("generate-config-h", "config.h"),
+                    ("generate-keymap-h", "keymap.h"),
+                    ("json2c", "keymap.c"),
+                ] {
+                    let _ = runner::run(&generate(command, output, &staged)).await;
+                }
+                let _ = std::fs::remove_file(&staged);
+            }
             return false;
         };
         let Ok(prev) = serde_json::from_slice::<Value>(&prev) else {
@@ -726,21 +760,7 @@ impl Worker {
         if std::fs::write(&staged, &new_json).is_err() {
             return false;
         }
-        let spec = runner::BuildSpec {
-            program: self.cfg.qmk.clone(),
-            args: vec![
-                "json2c".into(),
-                "--quiet".into(),
-                "--output".into(),
-                src.join("keymap.c").display().to_string(),
-                staged.display().to_string(),
-            ],
-            cwd: qmk_home.to_path_buf(),
-            env: env.to_vec(),
-            timeout: Duration::from_secs(60),
-            log_cap: 64 * 1024,
-        };
-        match runner::run(&spec).await {
+        match runner::run(&generate("json2c", "keymap.c", &staged)).await {
             Ok(out) if out.status == runner::BuildStatus::Exited(0) => {}
             _ => {
                 let _ = std::fs::remove_file(&staged);
@@ -854,18 +874,43 @@ impl Worker {
     }
 }
 
-/// Starts the worker loop of `oven serve` on the local adapters.
+/// Starts the worker loop of `oven serve` on the local adapters: jobs from the local queue,
+/// and the local dead-letter table drained into failed jobs (as SQS's dead-letter queue is on
+/// AWS). Without a tree (`cfg.qmk_home` is `None`) it still runs and finishes each job with
+/// [`tree::NO_TREE_MESSAGE`].
 pub fn spawn_local(
-    store: Arc<dyn JobStore>,
-    queue: Arc<dyn JobQueue>,
-    artifacts: Arc<dyn ArtifactStore>,
+    storage: &crate::adapters::local::LocalStorage,
     cfg: WorkerConfig,
 ) -> tokio::task::JoinHandle<()> {
     if cfg.qmk_home.is_none() {
         tracing::warn!("{}", tree::NO_TREE_MESSAGE);
     }
-    let worker = Arc::new(Worker::new(store, queue, artifacts, cfg));
-    tokio::spawn(worker.run())
+    let db = Arc::new(storage.db.clone());
+    let worker = Arc::new(Worker::new(
+        db.clone(),
+        db.clone(),
+        Arc::new(storage.artifacts.clone()),
+        cfg,
+    ));
+    let dead = worker.clone();
+    tokio::spawn(async move {
+        let drain = async move {
+            loop {
+                match db.take_dead_letters(50).await {
+                    Ok(letters) => {
+                        for l in letters {
+                            if let Err(e) = dead.fail_dead_letter(&l.message).await {
+                                tracing::warn!(job = %l.message.job_id, error = %e, "dead letter");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dead letters"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        };
+        tokio::join!(worker.run(), drain);
+    })
 }
 
 #[cfg(test)]

@@ -2,16 +2,18 @@
 //! qmk-like CLI building keymaps with avr-gcc) and, opt-in, a real qmk_firmware tree named by
 //! `OVEN_QMK_HOME`.
 
-mod mem;
+mod faults;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mem::{DirArtifacts, MemQueue, MemStore};
+use oven::adapters::local::{LocalDb, LocalDbOptions, LocalStorage};
 use oven::job::{Job, JobId, JobResult, JobState, Transition};
-use oven::ports::{ArtifactKey, JobQueue, JobStore, QueueMessage};
+use oven::ports::{
+    ArtifactKey, ArtifactMeta, ArtifactStore, Download, JobQueue, JobStore, QueueMessage,
+};
 use oven::time::Millis;
 use oven::worker::{cache, Processed, Worker, WorkerConfig};
 use serde_json::{json, Value};
@@ -20,24 +22,31 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fakeqmk")
 }
 
+/// A worker's world on the local adapters: SQLite job table and queue, artifact directory.
 struct Env {
     dir: tempfile::TempDir,
-    store: Arc<MemStore>,
-    queue: Arc<MemQueue>,
-    artifacts: Arc<DirArtifacts>,
+    storage: LocalStorage,
+    store: Arc<LocalDb>,
+    queue: Arc<LocalDb>,
 }
 
 impl Env {
     fn new() -> Env {
+        Self::with_options(LocalDbOptions {
+            fsync_every_commit: false,
+            ..Default::default()
+        })
+    }
+
+    fn with_options(options: LocalDbOptions) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let artifacts = Arc::new(DirArtifacts {
-            root: dir.path().join("artifacts"),
-        });
+        let storage = LocalStorage::open_with(&dir.path().join("data"), options).unwrap();
+        let db = Arc::new(storage.db.clone());
         Env {
             dir,
-            store: Arc::new(MemStore::default()),
-            queue: Arc::new(MemQueue::default()),
-            artifacts,
+            storage,
+            store: db.clone(),
+            queue: db,
         }
     }
 
@@ -61,7 +70,7 @@ impl Env {
         Worker::new(
             self.store.clone(),
             self.queue.clone(),
-            self.artifacts.clone(),
+            Arc::new(self.storage.artifacts.clone()),
             cfg,
         )
     }
@@ -76,8 +85,7 @@ impl Env {
             Millis::now(),
             Duration::from_secs(86_400),
         );
-        self.store.create(&job).await.unwrap();
-        self.queue.send(&QueueMessage { job_id: id }).await.unwrap();
+        self.storage.db.submit(&job).await.unwrap();
         id
     }
 
@@ -93,7 +101,8 @@ impl Env {
 
     fn artifact(&self, id: JobId, name: &str) -> Vec<u8> {
         std::fs::read(
-            self.artifacts
+            self.storage
+                .artifacts
                 .path(&ArtifactKey::for_job(id, name).unwrap()),
         )
         .unwrap()
@@ -323,6 +332,7 @@ async fn redelivery_builds_nothing_twice() {
     worker.process(&msg).await.unwrap();
     let first = env.job(id).await;
     let fw = env
+        .storage
         .artifacts
         .path(&ArtifactKey::for_job(id, "fakekb_mine.hex").unwrap());
     let mtime = std::fs::metadata(&fw).unwrap().modified().unwrap();
@@ -515,14 +525,9 @@ async fn without_a_tree_every_job_finishes_with_the_setup_hint() {
 }
 
 #[tokio::test]
-async fn worker_loop_takes_jobs_from_the_queue() {
+async fn local_worker_loop_submit_to_download() {
     let env = Env::new();
-    let handle = oven::worker::spawn_local(
-        env.store.clone(),
-        env.queue.clone(),
-        env.artifacts.clone(),
-        env.cfg(),
-    );
+    let handle = oven::worker::spawn_local(&env.storage, env.cfg());
     let id = env.submit(good()).await;
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -534,13 +539,57 @@ async fn worker_loop_takes_jobs_from_the_queue() {
         if j.state.is_terminal() || std::time::Instant::now() > deadline {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.abort();
+    assert_eq!(seen.first(), Some(&JobState::Queued), "{seen:?}");
+    assert_eq!(seen.last(), Some(&JobState::Finished), "{seen:?}");
+    assert!(seen.contains(&JobState::Running), "{seen:?}");
+    let r = env.result(id).await;
+    // What the download route does: ask the artifact store for the firmware.
+    let key = ArtifactKey::for_job(id, &r.firmware_filename).unwrap();
+    let meta = ArtifactMeta {
+        content_type: "application/octet-stream".into(),
+        file_name: r.firmware_filename.clone(),
+    };
+    let Download::File { path, len, .. } =
+        env.storage.artifacts.download(&key, &meta).await.unwrap()
+    else {
+        panic!("local artifacts are served as files");
+    };
+    let hex = std::fs::read(path).unwrap();
+    assert_eq!(hex.len() as u64, len);
+    check_intel_hex(std::str::from_utf8(&hex).unwrap());
+    assert_eq!(env.queue.waiting().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn local_dead_letters_fail_their_jobs() {
+    let env = Env::with_options(LocalDbOptions {
+        fsync_every_commit: false,
+        visibility_timeout: Duration::from_millis(50),
+        max_receives: 1,
+    });
+    let id = env.submit(good()).await;
+    // Received and never acknowledged (a worker that died): after the visibility timeout the
+    // message has used up its receives and goes to the dead-letter table.
+    assert_eq!(env.queue.receive(1, Duration::ZERO).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(env
+        .queue
+        .receive(1, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let handle = oven::worker::spawn_local(&env.storage, env.cfg());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !env.job(id).await.state.is_terminal() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     handle.abort();
-    assert_eq!(seen.last(), Some(&JobState::Finished), "{seen:?}");
-    assert!(seen.contains(&JobState::Running), "{seen:?}");
-    check_intel_hex(std::str::from_utf8(&env.artifact(id, "fakekb_mine.hex")).unwrap());
-    assert_eq!(env.queue.waiting().await.unwrap(), 0);
+    let j = env.job(id).await;
+    assert_eq!(j.state, JobState::Failed, "{j:?}");
+    assert!(j.error.unwrap().contains("try again"));
 }
 
 /// Opt-in: `OVEN_QMK_HOME=<qmk_firmware tree>` (with `qmk` and the AVR and ARM toolchains on
@@ -643,7 +692,7 @@ async fn lambda_batch_fails_dead_letters_and_reports_infrastructure_errors() {
     let broken = Worker::new(
         env.store.clone(),
         env.queue.clone(),
-        Arc::new(mem::DownArtifacts),
+        Arc::new(faults::DownArtifacts),
         env.cfg(),
     );
     let id = env.submit(good()).await;

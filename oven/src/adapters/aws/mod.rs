@@ -1,0 +1,1 @@
+//! AWS adapters (placeholder until written).

@@ -1,0 +1,584 @@
+//! The storage conformance suite: one set of test bodies, generic over the ports, that every
+//! adapter set must pass (`oven/tests/storage_local.rs` runs it on SQLite and files,
+//! `oven/tests/storage_aws.rs` on DynamoDB, SQS and S3 served by moto).
+//!
+//! Each function panics on the first broken expectation. They take fresh, empty adapters.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::job::{Job, JobId, JobResult, JobState, Transition};
+use crate::ports::{
+    ArtifactBody, ArtifactError, ArtifactKey, ArtifactMeta, ArtifactStore, CreateError, Download,
+    JobQueue, JobStore, Part, QueueMessage, TransitionError,
+};
+use crate::time::Millis;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A queued job created now, expiring in a day.
+pub fn new_job() -> Job {
+    Job::queued(
+        JobId::new(),
+        json!({"keyboard": "dz60", "keymap": "default", "layers": [["KC_A", "KC_B"]]}),
+        "hash-1".into(),
+        Millis::now(),
+        DAY,
+    )
+}
+
+fn result(returncode: i32) -> JobResult {
+    JobResult {
+        keyboard: "dz60".into(),
+        keymap: "default".into(),
+        returncode,
+        output: "Compiling...\nok".into(),
+        firmware_filename: "dz60_default.hex".into(),
+        command: vec!["qmk".into(), "compile".into()],
+        compile_seconds: Some(12.5),
+        ..Default::default()
+    }
+}
+
+fn start(at: i64, lease: i64) -> Transition {
+    Transition::Start {
+        at: Millis(at),
+        lease_until: Millis(lease),
+    }
+}
+
+fn conflict_state(r: Result<Job, TransitionError>) -> Job {
+    match r {
+        Err(TransitionError::Conflict(c)) => *c.current,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+pub async fn create_get_duplicate(store: &impl JobStore) {
+    let job = new_job();
+    assert_eq!(store.get(job.id).await.unwrap(), None);
+    store.create(&job).await.unwrap();
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job.clone()));
+    let mut again = job.clone();
+    again.request_hash = "other".into();
+    match store.create(&again).await {
+        Err(CreateError::Exists(id)) => assert_eq!(id, job.id),
+        other => panic!("duplicate create: {other:?}"),
+    }
+    // The first one is untouched.
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job));
+    store.ping().await.unwrap();
+}
+
+pub async fn transitions(store: &impl JobStore) {
+    let job = new_job();
+    let t0 = job.created_at.0;
+    store.create(&job).await.unwrap();
+
+    let running = store
+        .transition(job.id, start(t0 + 10, t0 + 60_000))
+        .await
+        .unwrap();
+    assert_eq!(running.state, JobState::Running);
+    assert_eq!(running.attempt, 1);
+    assert_eq!(running.started_at, Some(Millis(t0 + 10)));
+    assert_eq!(running.lease_until, Some(Millis(t0 + 60_000)));
+    assert_eq!(store.get(job.id).await.unwrap(), Some(running.clone()));
+
+    // A redelivered message while the lease holds: conflict carrying the job as stored.
+    let current = conflict_state(store.transition(job.id, start(t0 + 20, t0 + 90_000)).await);
+    assert_eq!(current, running);
+
+    // A finish for another attempt is refused.
+    let stale = Transition::Finish {
+        at: Millis(t0 + 30),
+        attempt: 2,
+        result: result(0),
+    };
+    assert_eq!(
+        conflict_state(store.transition(job.id, stale).await),
+        running
+    );
+
+    let finish = Transition::Finish {
+        at: Millis(t0 + 40),
+        attempt: 1,
+        result: result(0),
+    };
+    let done = store.transition(job.id, finish).await.unwrap();
+    assert_eq!(done.state, JobState::Finished);
+    assert_eq!(done.lease_until, None);
+    assert_eq!(done.finished_at, Some(Millis(t0 + 40)));
+    assert_eq!(done.result, Some(result(0)));
+    assert_eq!(store.get(job.id).await.unwrap(), Some(done.clone()));
+
+    // Terminal: nothing applies any more.
+    assert_eq!(
+        conflict_state(
+            store
+                .transition(job.id, start(t0 + 999_999, t0 + 1_999_999))
+                .await
+        ),
+        done
+    );
+    let fail = Transition::Fail {
+        at: Millis(t0 + 50),
+        reason: "late".into(),
+    };
+    assert_eq!(conflict_state(store.transition(job.id, fail).await), done);
+
+    // A queued job fails (dead-letter queue); a failed one stays failed.
+    let other = new_job();
+    store.create(&other).await.unwrap();
+    let fail = Transition::Fail {
+        at: Millis(t0 + 5),
+        reason: "gave up after 3 attempts".into(),
+    };
+    let failed = store.transition(other.id, fail.clone()).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.error.as_deref(), Some("gave up after 3 attempts"));
+    assert_eq!(failed.is_failed(), Some(true));
+    assert_eq!(store.get(other.id).await.unwrap(), Some(failed.clone()));
+    assert_eq!(
+        conflict_state(store.transition(other.id, fail).await),
+        failed
+    );
+
+    // A running job fails too (deadline).
+    let third = new_job();
+    store.create(&third).await.unwrap();
+    store.transition(third.id, start(t0, t0 + 1)).await.unwrap();
+    let failed = store
+        .transition(
+            third.id,
+            Transition::Fail {
+                at: Millis(t0 + 2),
+                reason: "timeout".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((failed.state, failed.lease_until), (JobState::Failed, None));
+
+    // Unknown job.
+    let missing = JobId::new();
+    match store.transition(missing, start(t0, t0 + 1)).await {
+        Err(TransitionError::NotFound(id)) => assert_eq!(id, missing),
+        other => panic!("transition of a missing job: {other:?}"),
+    }
+}
+
+pub async fn lease_expired_restart(store: &impl JobStore) {
+    let job = new_job();
+    let t0 = job.created_at.0;
+    store.create(&job).await.unwrap();
+    let first = store
+        .transition(job.id, start(t0, t0 + 1_000))
+        .await
+        .unwrap();
+    assert_eq!(first.attempt, 1);
+
+    // The reaper sees it once the lease has passed, and not before.
+    let early = store.expired_leases(Millis(t0 + 1_000), 10).await.unwrap();
+    assert!(early.iter().all(|j| j.id != job.id), "{early:?}");
+    let late = store.expired_leases(Millis(t0 + 1_001), 10).await.unwrap();
+    assert_eq!(
+        late.iter().filter(|j| j.id == job.id).count(),
+        1,
+        "{late:?}"
+    );
+
+    // Another worker takes over; the first worker's finish is then stale.
+    let second = store
+        .transition(job.id, start(t0 + 2_000, t0 + 9_000))
+        .await
+        .unwrap();
+    assert_eq!(second.attempt, 2);
+    assert_eq!(second.lease_until, Some(Millis(t0 + 9_000)));
+    let stale = Transition::Finish {
+        at: Millis(t0 + 2_500),
+        attempt: 1,
+        result: result(0),
+    };
+    assert_eq!(
+        conflict_state(store.transition(job.id, stale).await),
+        second
+    );
+    let done = store
+        .transition(
+            job.id,
+            Transition::Finish {
+                at: Millis(t0 + 3_000),
+                attempt: 2,
+                result: result(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.is_failed(), Some(true));
+    let late = store.expired_leases(Millis(t0 + 99_999), 10).await.unwrap();
+    assert!(late.iter().all(|j| j.id != job.id), "{late:?}");
+}
+
+pub async fn expiry_hides_jobs(store: &impl JobStore) {
+    let now = Millis::now();
+    let mut old = new_job();
+    old.created_at = Millis(now.0 - 3 * 86_400_000);
+    old.expires_at = Millis(now.0 - 1_000);
+    store.create(&old).await.unwrap();
+    assert_eq!(store.get(old.id).await.unwrap(), None);
+    match store.transition(old.id, start(now.0, now.0 + 1_000)).await {
+        Err(TransitionError::NotFound(id)) => assert_eq!(id, old.id),
+        other => panic!("transition of an expired job: {other:?}"),
+    }
+    let fresh = new_job();
+    store.create(&fresh).await.unwrap();
+    assert!(store.get(fresh.id).await.unwrap().is_some());
+}
+
+/// Many workers start one job at once: exactly one wins, the others see it running.
+pub async fn concurrent_start_has_one_winner(store: &impl JobStore) {
+    let job = new_job();
+    let t0 = job.created_at.0;
+    store.create(&job).await.unwrap();
+    let attempts = (0..24).map(|i| store.transition(job.id, start(t0 + i, t0 + 60_000 + i)));
+    let outcomes = futures::future::join_all(attempts).await;
+    let mut wins = 0;
+    for o in outcomes {
+        match o {
+            Ok(j) => {
+                wins += 1;
+                assert_eq!(j.attempt, 1);
+            }
+            Err(TransitionError::Conflict(c)) => {
+                assert_eq!(c.current.state, JobState::Running);
+                assert_eq!(c.current.attempt, 1);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn receive_n(
+    queue: &impl JobQueue,
+    n: usize,
+    within: Duration,
+) -> Vec<crate::ports::Delivery> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = left.min(Duration::from_secs(1));
+        got.extend(queue.receive(10, wait).await.unwrap());
+    }
+    got
+}
+
+pub async fn queue_send_receive_ack(queue: &impl JobQueue) {
+    let ids: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
+    for id in &ids {
+        queue.send(&QueueMessage { job_id: *id }).await.unwrap();
+    }
+    assert_eq!(queue.waiting().await.unwrap(), 3);
+    let got = receive_n(queue, 3, Duration::from_secs(10)).await;
+    let mut got_ids: Vec<JobId> = got.iter().map(|d| d.message.job_id).collect();
+    got_ids.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got_ids, want);
+    assert!(got.iter().all(|d| d.receive_count == 1), "{got:?}");
+    // In flight: not waiting, not delivered again.
+    assert_eq!(queue.waiting().await.unwrap(), 0);
+    assert!(queue
+        .receive(10, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_empty());
+    for d in &got {
+        queue.ack(&d.receipt).await.unwrap();
+    }
+    assert_eq!(queue.waiting().await.unwrap(), 0);
+    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+}
+
+/// `visibility` is the queue's visibility timeout.
+pub async fn queue_visibility_redelivery(queue: &impl JobQueue, visibility: Duration) {
+    let id = JobId::new();
+    queue.send(&QueueMessage { job_id: id }).await.unwrap();
+    let first = receive_n(queue, 1, Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].message.job_id, first[0].receive_count), (id, 1));
+    // Not acked: it comes back after the visibility timeout, counted.
+    let t = Instant::now();
+    let again = receive_n(queue, 1, visibility + Duration::from_secs(5)).await;
+    assert_eq!(again.len(), 1, "not redelivered");
+    assert!(t.elapsed() + Duration::from_millis(300) >= visibility / 2);
+    assert_eq!((again[0].message.job_id, again[0].receive_count), (id, 2));
+    queue.ack(&again[0].receipt).await.unwrap();
+    tokio::time::sleep(visibility + Duration::from_millis(300)).await;
+    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+}
+
+/// A receiver waiting on an empty queue is woken by a send, long before its wait ends.
+pub async fn queue_long_poll_wakes_up(queue: &impl JobQueue) {
+    let id = JobId::new();
+    let t = Instant::now();
+    let (got, ()) = tokio::join!(queue.receive(1, Duration::from_secs(15)), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        queue.send(&QueueMessage { job_id: id }).await.unwrap();
+    });
+    let got = got.unwrap();
+    let waited = t.elapsed();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.job_id, id);
+    assert!(waited >= Duration::from_millis(450), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    queue.ack(&got[0].receipt).await.unwrap();
+}
+
+/// After `max_receives` deliveries without an ack, the message goes to the dead letters, which
+/// `dead` returns (the local dead-letter table; the SQS dead-letter queue).
+pub async fn queue_dead_letter<F, Fut>(
+    queue: &impl JobQueue,
+    visibility: Duration,
+    max_receives: u32,
+    dead: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<JobId>>,
+{
+    let id = JobId::new();
+    queue.send(&QueueMessage { job_id: id }).await.unwrap();
+    for n in 1..=max_receives {
+        let got = receive_n(queue, 1, visibility + Duration::from_secs(5)).await;
+        assert_eq!(got.len(), 1, "delivery {n}");
+        assert_eq!((got[0].message.job_id, got[0].receive_count), (id, n));
+    }
+    tokio::time::sleep(visibility + Duration::from_millis(300)).await;
+    assert!(queue
+        .receive(10, Duration::from_millis(500))
+        .await
+        .unwrap()
+        .is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dead = dead().await;
+        if dead.contains(&id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered: {dead:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn meta(name: &str, content_type: &str) -> ArtifactMeta {
+    ArtifactMeta {
+        content_type: content_type.into(),
+        file_name: name.into(),
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+pub async fn artifacts_put_get_size(store: &impl ArtifactStore) {
+    let id = JobId::new();
+    let key = ArtifactKey::for_job(id, "dz60_default.hex").unwrap();
+    let m = meta("dz60_default.hex", "application/octet-stream");
+    assert_eq!(store.size(&key).await.unwrap(), None);
+    assert!(matches!(
+        store.get(&key).await,
+        Err(ArtifactError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.download(&key, &m).await,
+        Err(ArtifactError::NotFound(_))
+    ));
+
+    store
+        .put(
+            &key,
+            ArtifactBody::Bytes(Bytes::from_static(b":100000")),
+            &m,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&key).await.unwrap(),
+        Bytes::from_static(b":100000")
+    );
+    assert_eq!(store.size(&key).await.unwrap(), Some(7));
+    // Overwrite replaces.
+    let data = pattern(100_000, 7);
+    store
+        .put(&key, ArtifactBody::Bytes(Bytes::from(data.clone())), &m)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), data);
+    assert_eq!(store.size(&key).await.unwrap(), Some(100_000));
+
+    // From a file on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("src.zip");
+    let data = pattern(70_000, 3);
+    std::fs::write(&path, &data).unwrap();
+    let key = ArtifactKey::new(format!("sources/{}.zip", JobId::new())).unwrap();
+    store
+        .put(
+            &key,
+            ArtifactBody::File(path),
+            &meta("src.zip", "application/zip"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), data);
+
+    // Keys that would escape their place cannot even be made.
+    for bad in ["../x", "a/../../b", "/etc/passwd", "a b", ""] {
+        assert!(ArtifactKey::new(bad).is_err(), "{bad}");
+    }
+}
+
+/// `big`: the base archive is > 5 MiB and a copied range too (S3 `UploadPartCopy`).
+pub async fn artifacts_compose(store: &impl ArtifactStore, big: bool) {
+    let base_len = if big {
+        6 * 1024 * 1024 + 12_345
+    } else {
+        40_000
+    };
+    let base = pattern(base_len, 11);
+    let base_key = ArtifactKey::new(format!("sources/base-{}.zip", JobId::new())).unwrap();
+    let zip = meta("base.zip", "application/zip");
+    store
+        .put(
+            &base_key,
+            ArtifactBody::Bytes(Bytes::from(base.clone())),
+            &zip,
+        )
+        .await
+        .unwrap();
+
+    let id = JobId::new();
+    let key = ArtifactKey::for_job(id, "source.zip").unwrap();
+    let head = base_len - 1000;
+    let parts = vec![
+        Part::Copy {
+            from: base_key.clone(),
+            range: 0..head as u64,
+        },
+        Part::Bytes(Bytes::from_static(b"--the keymap--")),
+        Part::Copy {
+            from: base_key.clone(),
+            range: 100..350,
+        },
+        Part::Bytes(Bytes::from_static(b"--central directory--")),
+    ];
+    let mut want = base[..head].to_vec();
+    want.extend_from_slice(b"--the keymap--");
+    want.extend_from_slice(&base[100..350]);
+    want.extend_from_slice(b"--central directory--");
+    store
+        .compose(
+            &key,
+            parts,
+            &meta("dz60_default_source.zip", "application/zip"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.size(&key).await.unwrap(), Some(want.len() as u64));
+    let got = store.get(&key).await.unwrap();
+    assert!(got == want, "composed bytes differ");
+
+    // Only small parts, starting with bytes.
+    let key2 = ArtifactKey::for_job(id, "small.bin").unwrap();
+    let parts = vec![
+        Part::Bytes(Bytes::from_static(b"AB")),
+        Part::Copy {
+            from: base_key.clone(),
+            range: 5..9,
+        },
+    ];
+    store.compose(&key2, parts, &zip).await.unwrap();
+    let mut want = b"AB".to_vec();
+    want.extend_from_slice(&base[5..9]);
+    assert_eq!(store.get(&key2).await.unwrap(), want);
+
+    // A missing source is NotFound, and nothing is stored.
+    let key3 = ArtifactKey::for_job(id, "broken.zip").unwrap();
+    let missing = ArtifactKey::new(format!("sources/missing-{}.zip", JobId::new())).unwrap();
+    let parts = vec![Part::Copy {
+        from: missing,
+        range: 0..10,
+    }];
+    match store.compose(&key3, parts, &zip).await {
+        Err(ArtifactError::NotFound(_)) => {}
+        other => panic!("compose from a missing source: {other:?}"),
+    }
+    assert_eq!(store.size(&key3).await.unwrap(), None);
+}
+
+/// Fetches `url` with curl: (status, headers lower-cased, body).
+fn curl(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("h");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "-", "-D"])
+        .arg(&headers)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let text = std::fs::read_to_string(&headers).unwrap();
+    let mut lines = text.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, hs, out.stdout)
+}
+
+pub async fn artifacts_download(store: &impl ArtifactStore) {
+    let id = JobId::new();
+    let key = ArtifactKey::for_job(id, "firmware.hex").unwrap();
+    let m = meta("dz60_default.hex", "application/octet-stream");
+    let data = pattern(5_000, 9);
+    store
+        .put(&key, ArtifactBody::Bytes(Bytes::from(data.clone())), &m)
+        .await
+        .unwrap();
+    match store.download(&key, &m).await.unwrap() {
+        Download::File { path, meta, len } => {
+            assert_eq!(meta, m);
+            assert_eq!(len, 5_000);
+            assert_eq!(std::fs::read(path).unwrap(), data);
+        }
+        Download::Redirect(url) => {
+            let (status, headers, body) = tokio::task::spawn_blocking(move || curl(&url))
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(body, data);
+            let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            assert_eq!(
+                h("content-type").as_deref(),
+                Some("application/octet-stream")
+            );
+            assert_eq!(
+                h("content-disposition").as_deref(),
+                Some("attachment; filename=\"dz60_default.hex\"")
+            );
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The storage conformance suite on the local adapters (SQLite in a temporary directory, files),
+//! plus what only the local adapters do: one-transaction submit, reopening, purging.
+
+use std::time::Duration;
+
+use oven::adapters::conformance as c;
+use oven::adapters::local::{LocalDbOptions, LocalStorage};
+use oven::job::JobId;
+use oven::ports::{JobQueue, JobStore, QueueMessage};
+use oven::time::Millis;
+
+const VISIBILITY: Duration = Duration::from_secs(1);
+const MAX_RECEIVES: u32 = 2;
+
+fn options() -> LocalDbOptions {
+    LocalDbOptions {
+        visibility_timeout: VISIBILITY,
+        max_receives: MAX_RECEIVES,
+        fsync_every_commit: true,
+    }
+}
+
+fn open() -> (tempfile::TempDir, LocalStorage) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalStorage::open_with(dir.path(), options()).unwrap();
+    (dir, s)
+}
+
+#[tokio::test]
+async fn create_get_duplicate() {
+    let (_d, s) = open();
+    c::create_get_duplicate(&s.db).await;
+}
+
+#[tokio::test]
+async fn transitions() {
+    let (_d, s) = open();
+    c::transitions(&s.db).await;
+}
+
+#[tokio::test]
+async fn lease_expired_restart() {
+    let (_d, s) = open();
+    c::lease_expired_restart(&s.db).await;
+}
+
+#[tokio::test]
+async fn expiry_hides_jobs() {
+    let (_d, s) = open();
+    c::expiry_hides_jobs(&s.db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_start_has_one_winner() {
+    let (_d, s) = open();
+    c::concurrent_start_has_one_winner(&s.db).await;
+}
+
+#[tokio::test]
+async fn queue_send_receive_ack() {
+    let (_d, s) = open();
+    c::queue_send_receive_ack(&s.db).await;
+}
+
+#[tokio::test]
+async fn queue_visibility_redelivery() {
+    let (_d, s) = open();
+    c::queue_visibility_redelivery(&s.db, VISIBILITY).await;
+}
+
+#[tokio::test]
+async fn queue_long_poll_wakes_up() {
+    let (_d, s) = open();
+    c::queue_long_poll_wakes_up(&s.db).await;
+}
+
+#[tokio::test]
+async fn queue_dead_letter() {
+    let (_d, s) = open();
+    let db = s.db.clone();
+    c::queue_dead_letter(&s.db, VISIBILITY, MAX_RECEIVES, || async {
+        let listed = db.dead_letters().await.unwrap();
+        let taken = db.take_dead_letters(100).await.unwrap();
+        assert_eq!(listed, taken);
+        assert!(db.dead_letters().await.unwrap().is_empty());
+        taken.into_iter().map(|d| d.message.job_id).collect()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn artifacts_put_get_size() {
+    let (_d, s) = open();
+    c::artifacts_put_get_size(&s.artifacts).await;
+}
+
+#[tokio::test]
+async fn artifacts_compose() {
+    let (_d, s) = open();
+    c::artifacts_compose(&s.artifacts, true).await;
+}
+
+#[tokio::test]
+async fn artifacts_download() {
+    let (_d, s) = open();
+    c::artifacts_download(&s.artifacts).await;
+}
+
+// --- local only ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn submit_stores_job_and_message_together() {
+    let (_d, s) = open();
+    let job = c::new_job();
+    s.db.submit(&job).await.unwrap();
+    assert_eq!(s.db.get(job.id).await.unwrap(), Some(job.clone()));
+    let got = s.db.receive(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].message.job_id, job.id);
+    // A duplicate id queues nothing.
+    assert!(s.db.submit(&job).await.is_err());
+    assert!(s.db.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(s.db.waiting().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn queue_and_jobs_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = c::new_job();
+    let other = JobId::new();
+    {
+        let s = LocalStorage::open_with(dir.path(), options()).unwrap();
+        s.db.submit(&job).await.unwrap();
+        s.db.send(&QueueMessage { job_id: other }).await.unwrap();
+        // One message is in flight when the process stops.
+        let got = s.db.receive(1, Duration::ZERO).await.unwrap();
+        assert_eq!(got[0].message.job_id, job.id);
+    }
+    // The writer thread ends when the last handle drops; give it a moment to close the file.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = LocalStorage::open_with(dir.path(), options()).unwrap();
+    assert_eq!(s.db.get(job.id).await.unwrap(), Some(job.clone()));
+    assert_eq!(s.db.waiting().await.unwrap(), 1);
+    let got = s.db.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(got[0].message.job_id, other);
+    // The in-flight one comes back after its visibility timeout, counted twice.
+    let got = s.db.receive(1, VISIBILITY * 3).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].message.job_id, got[0].receive_count), (job.id, 2));
+}
+
+#[tokio::test]
+async fn stale_receipt_does_not_delete_a_redelivered_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LocalDbOptions {
+        max_receives: 5,
+        ..options()
+    };
+    let s = LocalStorage::open_with(dir.path(), opts).unwrap();
+    s.db.send(&QueueMessage {
+        job_id: JobId::new(),
+    })
+    .await
+    .unwrap();
+    let first = s.db.receive(1, Duration::ZERO).await.unwrap();
+    let second = s.db.receive(1, VISIBILITY * 3).await.unwrap();
+    assert_eq!(second[0].receive_count, 2);
+    s.db.ack(&first[0].receipt).await.unwrap();
+    // Still there: the stale ack did nothing; the current receipt deletes it.
+    tokio::time::sleep(VISIBILITY + Duration::from_millis(200)).await;
+    assert_eq!(s.db.waiting().await.unwrap(), 1);
+    let third = s.db.receive(1, Duration::ZERO).await.unwrap();
+    s.db.ack(&third[0].receipt).await.unwrap();
+    assert!(s.db.ack("not-a-receipt").await.is_err());
+}
+
+#[tokio::test]
+async fn purge_expired_deletes_old_jobs_and_reports_them() {
+    let (_d, s) = open();
+    let now = Millis::now();
+    let mut old = c::new_job();
+    old.expires_at = Millis(now.0 - 1);
+    let fresh = c::new_job();
+    s.db.create(&old).await.unwrap();
+    s.db.create(&fresh).await.unwrap();
+    let key = oven::ports::ArtifactKey::for_job(old.id, "x.hex").unwrap();
+    oven::ports::ArtifactStore::put(
+        &s.artifacts,
+        &key,
+        oven::ports::ArtifactBody::Bytes(bytes::Bytes::from_static(b"x")),
+        &oven::ports::ArtifactMeta {
+            content_type: "text/plain".into(),
+            file_name: "x.hex".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let purged = s.db.purge_expired(now, 100).await.unwrap();
+    assert_eq!(purged, vec![old.id]);
+    for id in purged {
+        s.artifacts.delete_job(id).await.unwrap();
+    }
+    assert!(!s.artifacts.path(&key).exists());
+    assert!(s.db.get(fresh.id).await.unwrap().is_some());
+    assert!(s.db.purge_expired(now, 100).await.unwrap().is_empty());
+}
