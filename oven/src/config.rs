@@ -61,6 +61,14 @@ pub const COMPILE_ENV: &[&str] = &[
     COMPILE_TIMEOUT_SECS,
 ];
 
+/// Writable scratch directory of the compile worker (job directories, build state, ccache);
+/// default `<temp dir>/oven`. On Lambda only /tmp is writable.
+pub const WORK_DIR: &str = "OVEN_WORK_DIR";
+/// The build command the worker runs (default `qmk`, found on PATH).
+pub const QMK_BIN: &str = "OVEN_QMK_BIN";
+/// Tests only: a real qmk_firmware tree for the opt-in real-compile tests and bench/compile.sh.
+pub const TEST_QMK_HOME: &str = "OVEN_QMK_HOME";
+
 /// Default retention: twice the 24 h the contract asks as a minimum.
 pub const DEFAULT_RETENTION_HOURS: u64 = 48;
 /// Default compile time limit.

@@ -7,6 +7,7 @@
 //! - [`keymap`]: the compile request, validated as code (keycode grammar, names, limits).
 //! - [`http`]: the API router shared by the HTTP Lambdas and `oven serve`.
 //! - [`telemetry`]: JSON logs with the job id on every line, and CloudWatch EMF metrics.
+//! - [`worker`]: the compile worker (Lambda and `oven serve`).
 //!
 //! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
 //! and hand them to the router or the worker in this crate.
@@ -19,3 +20,4 @@ pub mod keymap;
 pub mod ports;
 pub mod telemetry;
 pub mod time;
+pub mod worker;

@@ -1,0 +1,945 @@
+//! The compile worker: takes a job from the queue, builds its firmware in the qmk_firmware tree
+//! and stores the result, on Lambda (one SQS record at a time) and in `oven serve` (a loop over
+//! the local queue) alike.
+//!
+//! Delivery is at least once, so every step is guarded by the job's state machine: a redelivered
+//! message for a job someone else holds under a live lease, or one already done, builds nothing.
+//! A compile that fails is a *result* (`finished`, returncode ≠ 0, a `failure` class and the
+//! log); only infrastructure errors are errors, so that the queue delivers the message again.
+//! See [`runner`] for how the build itself is confined.
+
+pub mod batch;
+pub mod cache;
+pub mod eta;
+pub mod runner;
+pub mod source;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::job::{Job, JobId, JobResult, JobState, Transition};
+use crate::ports::{
+    ArtifactBody, ArtifactError, ArtifactKey, ArtifactMeta, ArtifactStore, BackendError, JobQueue,
+    JobStore, QueueMessage, TransitionError,
+};
+use crate::time::Millis;
+
+pub use eta::{eta, Eta};
+
+/// Return codes Oven adds to the contract's (§6.2): >0 is the build's own exit code.
+pub mod returncode {
+    /// The keyboard is not in the tree (as upstream).
+    pub const UNKNOWN_KEYBOARD: i32 = -1;
+    /// The build succeeded but left no firmware file (upstream's misspelt `return_code`).
+    pub const NO_FIRMWARE: i32 = -4;
+    /// The build ran past the time limit and was killed.
+    pub const TIMEOUT: i32 = -5;
+    /// The worker has no qmk_firmware tree, or the request cannot be built at all.
+    pub const NOT_BUILDABLE: i32 = -6;
+}
+
+/// The name every job is built under, so a keyboard's object files and ccache entries are
+/// reused from one job to the next; the firmware is renamed to the user's keymap name after.
+pub const BUILD_KEYMAP: &str = "oven_build";
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The tree; `None` makes every job finish with [`tree::NO_TREE_MESSAGE`].
+    pub qmk_home: Option<PathBuf>,
+    /// The build command (`qmk` or a compatible CLI).
+    pub qmk: PathBuf,
+    /// PATH given to builds (the only inherited variable).
+    pub path: String,
+    /// Writable scratch: `jobs/<id>`, `ccache/`, `sources/`, `qmk_firmware/` (the writable
+    /// overlay of the tree, see [`tree::overlay`], with the warm `.build` inside).
+    pub work_root: PathBuf,
+    /// Base of the URLs in results, without a trailing slash.
+    pub public_url: String,
+    pub compile_timeout: Duration,
+    /// Added to the compile timeout for the lease (uploads, archive).
+    pub lease_margin: Duration,
+    /// `-j` for the build.
+    pub jobs: usize,
+    pub log_cap: usize,
+    /// After this many starts a job whose worker keeps vanishing is failed by the reaper.
+    pub max_attempts: u32,
+    /// Store a GPL source archive per job.
+    pub source_archives: bool,
+}
+
+impl WorkerConfig {
+    /// From the environment (see [`crate::config`]); `qmk_home` is `--qmk-home` if given.
+    pub fn from_env(qmk_home: Option<&Path>) -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let secs = env(crate::config::COMPILE_TIMEOUT_SECS)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(crate::config::DEFAULT_COMPILE_TIMEOUT_SECS);
+        WorkerConfig {
+            qmk_home: tree::find_qmk_home(qmk_home),
+            qmk: env(crate::config::QMK_BIN)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("qmk")),
+            path: env("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            work_root: env(crate::config::WORK_DIR)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("oven")),
+            public_url: env(crate::config::PUBLIC_URL)
+                .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+                .trim_end_matches('/')
+                .to_string(),
+            compile_timeout: Duration::from_secs(secs),
+            lease_margin: Duration::from_secs(120),
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            log_cap: 1 << 20,
+            max_attempts: 3,
+            source_archives: true,
+        }
+    }
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Processed {
+    /// This worker finished the job (successfully or not).
+    Finished { returncode: i32, cached: bool },
+    /// The job was not built here: done already, or held by a live worker. Ack the message.
+    Duplicate(JobState),
+    /// No such job (expired or never created). Ack the message.
+    Missing,
+}
+
+/// Errors that must make the queue deliver the message again.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("artifact store: {0}")]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error("worker I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot run the build: {0}")]
+    Run(#[from] runner::RunError),
+}
+
+impl From<crate::ports::InvalidArtifactKey> for WorkerError {
+    fn from(e: crate::ports::InvalidArtifactKey) -> Self {
+        WorkerError::Backend(BackendError::new("artifact key", e))
+    }
+}
+
+/// What is known about the tree, computed once.
+#[derive(Debug, Clone)]
+struct TreeInfo {
+    home: PathBuf,
+    commit: String,
+    toolchains: std::collections::BTreeMap<String, String>,
+    ccache: bool,
+}
+
+/// The worker: ports, configuration, and what it learnt about its tree.
+pub struct Worker {
+    store: Arc<dyn JobStore>,
+    queue: Arc<dyn JobQueue>,
+    artifacts: Arc<dyn ArtifactStore>,
+    cfg: WorkerConfig,
+    tree: Option<TreeInfo>,
+    base: Mutex<Option<source::BaseIndex>>,
+    /// One build at a time per worker: builds share the warm build directory.
+    building: Mutex<()>,
+}
+
+fn on_path(path: &str, tool: &str) -> bool {
+    path.split(':')
+        .any(|d| !d.is_empty() && Path::new(d).join(tool).is_file())
+}
+
+fn text_meta(ct: &str, name: &str) -> ArtifactMeta {
+    ArtifactMeta {
+        content_type: ct.into(),
+        file_name: name.into(),
+    }
+}
+
+fn request_str<'a>(req: &'a Value, field: &str) -> &'a str {
+    req.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Deletes every object under `obj` whose dependency file (`.d`) names `needle`; false if the
+/// directory cannot be read.
+fn remove_objects_including(obj: &Path, needle: &str) -> bool {
+    let mut stack = vec![obj.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "d")
+                && std::fs::read_to_string(&p).is_ok_and(|t| t.contains(needle))
+            {
+                let _ = std::fs::remove_file(p.with_extension("o"));
+            }
+        }
+    }
+    true
+}
+
+/// A short class of a failed build, from its log (the strings QMK and gcc print).
+pub fn classify_failure(log: &str, layout: &str) -> &'static str {
+    let lower = log.to_ascii_lowercase();
+    if lower.contains("invalid json keymap") || lower.contains("does not match qmk.keymap") {
+        "schema_rejected"
+    } else if lower.contains("invalid keyboard") || lower.contains("keyboard not found") {
+        "unknown_keyboard"
+    } else if lower.contains("firmware is too large")
+        || (lower.contains("region `") && lower.contains("overflowed"))
+    {
+        "firmware_too_large"
+    } else if !layout.is_empty()
+        && (log.contains(&format!("function '{layout}'"))
+            || log.contains(&format!("function ‘{layout}’"))
+            || log.contains(&format!("‘{layout}’ undeclared"))
+            || log.contains(&format!("'{layout}' undeclared")))
+    {
+        "unknown_layout"
+    } else {
+        "compile_error"
+    }
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        queue: Arc<dyn JobQueue>,
+        artifacts: Arc<dyn ArtifactStore>,
+        cfg: WorkerConfig,
+    ) -> Self {
+        let tree = cfg.qmk_home.as_ref().map(|home| TreeInfo {
+            home: home.clone(),
+            commit: tree::firmware_commit(home),
+            toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
+            ccache: on_path(&cfg.path, "ccache"),
+        });
+        Worker {
+            store,
+            queue,
+            artifacts,
+            cfg,
+            tree,
+            base: Mutex::new(None),
+            building: Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    /// The firmware commit of the tree, if there is one.
+    pub fn firmware_commit(&self) -> Option<&str> {
+        self.tree.as_ref().map(|t| t.commit.as_str())
+    }
+
+    fn url(&self, id: JobId, what: &str) -> Option<Vec<String>> {
+        Some(vec![format!(
+            "{}/v1/compile/{id}/{what}",
+            self.cfg.public_url
+        )])
+    }
+
+    /// The result fields every finished job has (contract §6.3), before the build.
+    fn base_result(&self, job: &Job) -> JobResult {
+        let req = &job.request;
+        let (kb, km) = (request_str(req, "keyboard"), request_str(req, "keymap"));
+        let keymap_archive = format!("{}-{}.json", kb.replace('/', "-"), km.replace('/', "-"));
+        JobResult {
+            id: job.id.to_string(),
+            keyboard: kb.to_string(),
+            keymap: km.to_string(),
+            layout: request_str(req, "layout").to_string(),
+            returncode: -2,
+            output: "Unknown error".into(),
+            firmware: None,
+            firmware_filename: String::new(),
+            source_archive: format!(
+                "qmk_firmware-{}-{}.zip",
+                kb.replace('/', "-"),
+                km.replace('/', "-")
+            ),
+            keymap_json: serde_json::to_string(req).unwrap_or_default(),
+            command: vec!["qmk".into(), "compile".into(), keymap_archive.clone()],
+            keymap_archive,
+            public_firmware: false,
+            firmware_commit: self.tree.as_ref().map(|t| t.commit.clone()),
+            toolchains: self.tree.as_ref().map(|t| t.toolchains.clone()),
+            queue_seconds: job
+                .started_at
+                .map(|s| s.seconds_since(job.created_at).max(0.0)),
+            ..Default::default()
+        }
+    }
+
+    /// Handles one queue message. `Ok` means: acknowledge it.
+    pub async fn process(&self, message: &QueueMessage) -> Result<Processed, WorkerError> {
+        let id = message.job_id;
+        let Some(job) = self.store.get(id).await? else {
+            tracing::warn!(job = %id, "message for a job that does not exist");
+            return Ok(Processed::Missing);
+        };
+        if job.state.is_terminal() {
+            return Ok(Processed::Duplicate(job.state));
+        }
+        // The base archive can take a while the first time: make it before taking the lease.
+        if self.cfg.source_archives {
+            self.base_index().await?;
+        }
+        let now = Millis::now();
+        let lease = now.plus(self.cfg.compile_timeout + self.cfg.lease_margin);
+        let job = match self
+            .store
+            .transition(
+                id,
+                Transition::Start {
+                    at: now,
+                    lease_until: lease,
+                },
+            )
+            .await
+        {
+            Ok(job) => job,
+            Err(TransitionError::Conflict(c)) => {
+                tracing::info!(job = %id, state = c.current.state.as_str(), "duplicate delivery");
+                return Ok(Processed::Duplicate(c.current.state));
+            }
+            Err(TransitionError::NotFound(_)) => return Ok(Processed::Missing),
+            Err(TransitionError::Backend(e)) => return Err(e.into()),
+        };
+        let result = self.build_result(&job).await?;
+        let (returncode, cached) = (result.returncode, result.cached == Some(true));
+        match self
+            .store
+            .transition(
+                id,
+                Transition::Finish {
+                    at: Millis::now(),
+                    attempt: job.attempt,
+                    result,
+                },
+            )
+            .await
+        {
+            Ok(_) => Ok(Processed::Finished { returncode, cached }),
+            // The lease ran out and another worker took over (or the reaper failed it).
+            Err(TransitionError::Conflict(c)) => Ok(Processed::Duplicate(c.current.state)),
+            Err(TransitionError::NotFound(_)) => Ok(Processed::Missing),
+            Err(TransitionError::Backend(e)) => Err(e.into()),
+        }
+    }
+
+    async fn base_index(&self) -> Result<Option<source::BaseIndex>, WorkerError> {
+        let Some(t) = &self.tree else { return Ok(None) };
+        if t.commit == "unknown" {
+            return Ok(None);
+        }
+        let mut base = self.base.lock().await;
+        if base.is_none() {
+            let idx = source::ensure_base(
+                &*self.artifacts,
+                &t.home,
+                &t.commit,
+                &self.cfg.work_root.join("sources"),
+            )
+            .await?;
+            *base = Some(idx);
+        }
+        Ok(*base)
+    }
+
+    /// Builds (or finds in the cache) the result of a started job; stores its artifacts.
+    async fn build_result(&self, job: &Job) -> Result<JobResult, WorkerError> {
+        let mut result = self.base_result(job);
+        let Some(tree) = self.tree.clone() else {
+            result.returncode = returncode::NOT_BUILDABLE;
+            result.output = tree::NO_TREE_MESSAGE.into();
+            result.failure = Some("no_qmk_tree".into());
+            result.command = vec![];
+            return Ok(result);
+        };
+        let (kb, km) = (result.keyboard.clone(), result.keymap.clone());
+        if !tree::safe_keyboard_name(&kb) || !tree::safe_keymap_name(&km) {
+            result.returncode = returncode::NOT_BUILDABLE;
+            result.output = "The keyboard or keymap name cannot be built.".into();
+            result.failure = Some("invalid_request".into());
+            return Ok(result);
+        }
+        if !tree::keyboard_exists(&tree.home, &kb) {
+            result.returncode = returncode::UNKNOWN_KEYBOARD;
+            result.output = "Unknown keyboard!".into();
+            result.failure = Some("unknown_keyboard".into());
+            return Ok(result);
+        }
+
+        let hash = if job.request_hash.is_empty() {
+            cache::request_hash(&job.request)
+        } else {
+            job.request_hash.clone()
+        };
+        let cache_key = cache::key(&hash, &tree.commit);
+        if let Some(key) = &cache_key {
+            if let Some(hit) = self.from_cache(job, key, &result).await? {
+                return Ok(hit);
+            }
+        }
+
+        let _one_build = self.building.lock().await;
+        let job_dir = self.cfg.work_root.join("jobs").join(job.id.to_string());
+        let _ = std::fs::remove_dir_all(&job_dir);
+        std::fs::create_dir_all(&job_dir)?;
+        let outcome = self.compile(job, &tree, &job_dir, &mut result).await;
+        let _ = std::fs::remove_dir_all(&job_dir);
+        let (firmware, stored) = outcome?;
+
+        let compile_seconds = result.compile_seconds.unwrap_or(0.0);
+        if let Err(e) = eta::record(&*self.artifacts, compile_seconds).await {
+            tracing::warn!(error = %e, "could not record compile time");
+        }
+        if result.returncode == 0 && firmware.is_some() {
+            if let Some(key) = &cache_key {
+                let entry = cache::CacheEntry {
+                    job_id: job.id,
+                    result: result.clone(),
+                    artifacts: stored,
+                };
+                cache::store(&*self.artifacts, key, &entry).await?;
+            }
+        }
+        Ok(result)
+    }
+
+    /// A cached result for this job, its artifacts copied to the job's own keys.
+    async fn from_cache(
+        &self,
+        job: &Job,
+        key: &ArtifactKey,
+        fresh: &JobResult,
+    ) -> Result<Option<JobResult>, WorkerError> {
+        let Some(entry) = cache::lookup(&*self.artifacts, key).await? else {
+            return Ok(None);
+        };
+        let mut copies = Vec::new();
+        for (name, ct) in &entry.artifacts {
+            let from = ArtifactKey::for_job(entry.job_id, name)?;
+            // The first job's artifacts expire with it; then the cache entry is stale.
+            let Some(size) = self.artifacts.size(&from).await? else {
+                return Ok(None);
+            };
+            copies.push((from, size, name, ct));
+        }
+        for (from, size, name, ct) in copies {
+            let to = ArtifactKey::for_job(job.id, name)?;
+            let parts = vec![crate::ports::Part::Copy {
+                from,
+                range: 0..size,
+            }];
+            match self
+                .artifacts
+                .compose(&to, parts, &text_meta(ct, name))
+                .await
+            {
+                Ok(()) => {}
+                Err(ArtifactError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut r = entry.result;
+        r.id = fresh.id.clone();
+        r.queue_seconds = fresh.queue_seconds;
+        r.cached = Some(true);
+        if r.firmware_binary_url.is_some() {
+            r.firmware_binary_url = self.url(job.id, "download");
+        }
+        if r.firmware_keymap_url.is_some() {
+            r.firmware_keymap_url = self.url(job.id, "keymap");
+        }
+        if r.firmware_source_url.is_some() {
+            r.firmware_source_url = self.url(job.id, "source");
+        }
+        Ok(Some(r))
+    }
+
+    /// Runs the build in `job_dir` and stores the artifacts. Returns the firmware (if any)
+    /// and the stored artifacts as (file name, content type).
+    async fn compile(
+        &self,
+        job: &Job,
+        tree: &TreeInfo,
+        job_dir: &Path,
+        result: &mut JobResult,
+    ) -> Result<(Option<Bytes>, Vec<(String, String)>), WorkerError> {
+        let (kb, km) = (result.keyboard.clone(), result.keymap.clone());
+        let mut payload =
+            serde_json::to_vec(&job.request).map_err(|e| std::io::Error::other(e.to_string()))?;
+        payload.push(b'\n');
+        std::fs::write(job_dir.join(&result.keymap_archive), &payload)?;
+        let mut build_req = job.request.clone();
+        if let Some(obj) = build_req.as_object_mut() {
+            obj.insert("keymap".into(), Value::String(BUILD_KEYMAP.into()));
+        }
+        let build_json = job_dir.join("keymap.json");
+        std::fs::write(
+            &build_json,
+            serde_json::to_vec(&build_req).map_err(|e| std::io::Error::other(e.to_string()))?,
+        )?;
+
+        // The overlay's root is ours, so QMK's default `.build` there is writable and survives
+        // from job to job (warm object files). Overriding BUILD_DIR instead breaks QMK's JSON
+        // keymap path (its generated rules.mk goes missing).
+        let qmk_home = tree::overlay(&tree.home, &self.cfg.work_root.join("qmk_firmware"))?;
+        let build_dir = qmk_home.join(".build");
+        let target = tree::target_name(&kb, BUILD_KEYMAP);
+        // Every job builds under the same name: an old firmware file must not pass for this one.
+        for ext in tree::FIRMWARE_EXTENSIONS {
+            let _ = std::fs::remove_file(qmk_home.join(format!("{target}.{ext}")));
+            let _ = std::fs::remove_file(build_dir.join(format!("{target}.{ext}")));
+        }
+        let home_dir = job_dir.join("home");
+        std::fs::create_dir_all(&build_dir)?;
+        std::fs::create_dir_all(&home_dir)?;
+        let mut args = vec![
+            "compile".to_string(),
+            format!("-j{}", self.cfg.jobs),
+            "-e".into(),
+            "SKIP_GIT=yes".into(),
+            // version.h would carry the build time: every build would recompile everything.
+            "-e".into(),
+            "SKIP_VERSION=yes".into(),
+        ];
+        let mut env = vec![
+            ("PATH".to_string(), self.cfg.path.clone()),
+            ("HOME".into(), home_dir.display().to_string()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("QMK_HOME".into(), qmk_home.display().to_string()),
+            ("SKIP_GIT".into(), "yes".into()),
+            ("TMPDIR".into(), job_dir.display().to_string()),
+            ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+        ];
+        if tree.ccache {
+            args.extend(["-e".into(), "USE_CCACHE=yes".into()]);
+            env.push((
+                "CCACHE_DIR".into(),
+                self.cfg.work_root.join("ccache").display().to_string(),
+            ));
+            // Jobs differ in paths only through the per-job directory; hash contents, not paths.
+            env.push(("CCACHE_NOHASHDIR".into(), "1".into()));
+        }
+        args.push(build_json.display().to_string());
+        if self
+            .prime_warm_keymap(&qmk_home, &build_dir, &target, &build_req, &env)
+            .await
+        {
+            tracing::info!(job = %job.id, "warm build: only the keymap is recompiled");
+        }
+        let spec = runner::BuildSpec {
+            program: self.cfg.qmk.clone(),
+            args,
+            cwd: job_dir.to_path_buf(),
+            env,
+            timeout: self.cfg.compile_timeout,
+            log_cap: self.cfg.log_cap,
+        };
+        let out = match runner::run(&spec).await {
+            Ok(out) => out,
+            Err(runner::RunError::Spawn { program, source }) => {
+                // A worker without its build command cannot build anything; say so in the result.
+                result.returncode = returncode::NOT_BUILDABLE;
+                result.output = format!("Cannot run the build command {program}: {source}");
+                result.failure = Some("no_build_command".into());
+                return Ok((None, vec![]));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        result.compile_seconds = Some(out.elapsed.as_secs_f64());
+        result.output = out.log;
+
+        let firmware_path = match out.status {
+            runner::BuildStatus::Exited(0) => {
+                tree::find_firmware(&[&qmk_home, &build_dir, job_dir], &target)
+            }
+            _ => None,
+        };
+        let mut firmware = None;
+        match (out.status, &firmware_path) {
+            (runner::BuildStatus::Exited(0), Some(p)) => {
+                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("bin");
+                let bytes = Bytes::from(std::fs::read(p)?);
+                result.returncode = 0;
+                result.firmware_filename = format!("{}.{ext}", tree::target_name(&kb, &km));
+                result.firmware_size = Some(bytes.len() as u64);
+                firmware = Some(bytes);
+            }
+            (runner::BuildStatus::Exited(0), None) => {
+                result.returncode = returncode::NO_FIRMWARE;
+                result.failure = Some("no_firmware".into());
+            }
+            (runner::BuildStatus::Exited(code), _) => {
+                result.returncode = code;
+                result.failure = Some(classify_failure(&result.output, &result.layout).into());
+            }
+            (runner::BuildStatus::Signaled(sig), _) => {
+                result.returncode = 128 + sig;
+                result.failure = Some("killed".into());
+            }
+            (runner::BuildStatus::TimedOut, _) => {
+                result.returncode = returncode::TIMEOUT;
+                result.failure = Some("timeout".into());
+            }
+        }
+        // The user's keymap name inside the log, not the shared build name.
+        result.output = result.output.replace(BUILD_KEYMAP, &km);
+
+        let mut stored = Vec::new();
+        let put = |name: String, ct: &'static str, body: Bytes| {
+            let artifacts = self.artifacts.clone();
+            let id = job.id;
+            async move {
+                let key = ArtifactKey::for_job(id, &name)?;
+                artifacts
+                    .put(&key, ArtifactBody::Bytes(body), &text_meta(ct, &name))
+                    .await?;
+                Ok::<_, WorkerError>((name, ct.to_string()))
+            }
+        };
+        if let Some(fw) = &firmware {
+            stored.push(
+                put(
+                    result.firmware_filename.clone(),
+                    "application/octet-stream",
+                    fw.clone(),
+                )
+                .await?,
+            );
+            result.firmware_binary_url = self.url(job.id, "download");
+        }
+        let payload = Bytes::from(payload);
+        stored.push(
+            put(
+                result.keymap_archive.clone(),
+                "application/json",
+                payload.clone(),
+            )
+            .await?,
+        );
+        result.firmware_keymap_url = self.url(job.id, "keymap");
+        stored.push(
+            put(
+                "build.log".into(),
+                "text/plain; charset=utf-8",
+                Bytes::from(result.output.clone()),
+            )
+            .await?,
+        );
+        if self.cfg.source_archives {
+            if let Some(base) = self.base_index().await? {
+                let mut files = vec![source::JobFile {
+                    name: result.keymap_archive.clone(),
+                    data: payload,
+                }];
+                if let Some(fw) = &firmware {
+                    files.push(source::JobFile {
+                        name: result.firmware_filename.clone(),
+                        data: fw.clone(),
+                    });
+                }
+                let key = ArtifactKey::for_job(job.id, &result.source_archive)?;
+                source::compose_job_archive(
+                    &*self.artifacts,
+                    &tree.commit,
+                    &base,
+                    &files,
+                    &key,
+                    &result.source_archive,
+                )
+                .await?;
+                stored.push((result.source_archive.clone(), "application/zip".into()));
+                result.firmware_source_url = self.url(job.id, "source");
+            }
+        }
+        Ok((firmware, stored))
+    }
+
+    /// QMK's JSON path regenerates config.h and keymap.h whenever keymap.json is newer than
+    /// them, and then recompiles every unit. When a previous build of this keyboard (same build
+    /// name) differs only in `layers`, those headers are still right: generate keymap.c here
+    /// with the same `qmk json2c` make would run, and put the new keymap.json in place with an
+    /// older time stamp, so make recompiles the keymap alone. If anything does not fit, nothing
+    /// is changed and the normal (slower, equally correct) build runs. Returns whether it primed.
+    async fn prime_warm_keymap(
+        &self,
+        qmk_home: &Path,
+        build_dir: &Path,
+        target: &str,
+        build_req: &Value,
+        env: &[(String, String)],
+    ) -> bool {
+        let src = build_dir.join(format!("obj_{target}")).join("src");
+        let (prev_json, config_h, keymap_h) = (
+            src.join("keymap.json"),
+            src.join("config.h"),
+            src.join("keymap.h"),
+        );
+        // What make's own rules run to generate these files from keymap.json.
+        let generate = |command: &str, output: &str, input: &Path| runner::BuildSpec {
+            program: self.cfg.qmk.clone(),
+            args: vec![
+                command.into(),
+                "--quiet".into(),
+                "--output".into(),
+                src.join(output).display().to_string(),
+                input.display().to_string(),
+            ],
+            cwd: qmk_home.to_path_buf(),
+            env: env.to_vec(),
+            timeout: Duration::from_secs(60),
+            log_cap: 64 * 1024,
+        };
+        let Ok(prev) = std::fs::read(&prev_json) else {
+            // First build of this keyboard: QMK's flags depend on whether the generated
+            // config.h exists when make starts (`-include .../src/config.h`), so without it now
+            // the *next* build would see new flags and recompile everything. Generating the
+            // files up front keeps the flags stable from the first build on.
+            let staged = src.join("first.json.oven");
+            if std::fs::create_dir_all(&src).is_ok()
+                && serde_json::to_vec(build_req)
+                    .ok()
+                    .is_some_and(|j| std::fs::write(&staged, j).is_ok())
+            {
+                for (command, output) in [
+                    ("generate-config-h", "config.h"),
+                    ("generate-keymap-h", "keymap.h"),
+                    ("json2c", "keymap.c"),
+                ] {
+                    let _ = runner::run(&generate(command, output, &staged)).await;
+                }
+                let _ = std::fs::remove_file(&staged);
+            }
+            return false;
+        };
+        let Ok(prev) = serde_json::from_slice::<Value>(&prev) else {
+            return false;
+        };
+        let without_layers = |v: &Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("layers");
+            }
+            v
+        };
+        if without_layers(&prev) != without_layers(build_req) {
+            return false;
+        }
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let (Some(c), Some(k)) = (mtime(&config_h), mtime(&keymap_h)) else {
+            return false;
+        };
+        let Ok(new_json) = serde_json::to_vec(build_req) else {
+            return false;
+        };
+        let staged = src.join("keymap.json.oven");
+        if std::fs::write(&staged, &new_json).is_err() {
+            return false;
+        }
+        match runner::run(&generate("json2c", "keymap.c", &staged)).await {
+            Ok(out) if out.status == runner::BuildStatus::Exited(0) => {}
+            _ => {
+                let _ = std::fs::remove_file(&staged);
+                return false;
+            }
+        }
+        // keymap.json and keymap.c both older than the headers: make regenerates nothing (a
+        // regenerated prerequisite of QMK's `generated-files` rebuilds every object). The
+        // objects built from keymap.c are deleted instead, so exactly those are recompiled.
+        let older = c.min(k) - Duration::from_secs(2);
+        let set_old = |p: &Path| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .and_then(|f| f.set_modified(older))
+                .is_ok()
+        };
+        let placed = std::fs::rename(&staged, &prev_json).is_ok()
+            && set_old(&prev_json)
+            && set_old(&src.join("keymap.c"))
+            && remove_objects_including(&build_dir.join(format!("obj_{target}")), "src/keymap.c");
+        if !placed {
+            // Fall back to a full generation: fresh time stamps make make redo everything.
+            let _ = std::fs::remove_file(&prev_json);
+            let _ = std::fs::remove_file(src.join("keymap.c"));
+        }
+        placed
+    }
+
+    /// A message from the dead-letter queue: the job could not be processed; fail it.
+    pub async fn fail_dead_letter(&self, message: &QueueMessage) -> Result<(), WorkerError> {
+        let reason = "The compile could not be completed after several attempts. \
+                      Please try again later."
+            .to_string();
+        match self
+            .store
+            .transition(
+                message.job_id,
+                Transition::Fail {
+                    at: Millis::now(),
+                    reason,
+                },
+            )
+            .await
+        {
+            Ok(_) | Err(TransitionError::Conflict(_)) | Err(TransitionError::NotFound(_)) => Ok(()),
+            Err(TransitionError::Backend(e)) => Err(e.into()),
+        }
+    }
+
+    /// Jobs whose worker vanished (lease over): queued again, or failed after
+    /// `max_attempts` starts. Returns how many were handled.
+    pub async fn reap(&self) -> Result<usize, WorkerError> {
+        let now = Millis::now();
+        let expired = self.store.expired_leases(now, 50).await?;
+        for job in &expired {
+            if job.attempt >= self.cfg.max_attempts {
+                let reason = format!(
+                    "The compile worker stopped responding {} times; giving up.",
+                    job.attempt
+                );
+                match self
+                    .store
+                    .transition(job.id, Transition::Fail { at: now, reason })
+                    .await
+                {
+                    Ok(_)
+                    | Err(TransitionError::Conflict(_))
+                    | Err(TransitionError::NotFound(_)) => {}
+                    Err(TransitionError::Backend(e)) => return Err(e.into()),
+                }
+            } else {
+                self.queue.send(&QueueMessage { job_id: job.id }).await?;
+            }
+        }
+        Ok(expired.len())
+    }
+
+    /// The local worker loop: receive, process, acknowledge; reap now and then. Runs until
+    /// the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut last_reap = std::time::Instant::now() - Duration::from_secs(3600);
+        loop {
+            if last_reap.elapsed() > Duration::from_secs(15) {
+                last_reap = std::time::Instant::now();
+                if let Err(e) = self.reap().await {
+                    tracing::warn!(error = %e, "reaper");
+                }
+            }
+            let deliveries = match self.queue.receive(1, Duration::from_secs(5)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for d in deliveries {
+                match self.process(&d.message).await {
+                    Ok(p) => {
+                        tracing::info!(job = %d.message.job_id, outcome = ?p, "processed");
+                        if let Err(e) = self.queue.ack(&d.receipt).await {
+                            tracing::warn!(error = %e, "ack");
+                        }
+                    }
+                    // Not acknowledged: the queue delivers it again after its visibility timeout.
+                    Err(e) => tracing::error!(job = %d.message.job_id, error = %e, "job failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Starts the worker loop of `oven serve` on the local adapters: jobs from the local queue,
+/// and the local dead-letter table drained into failed jobs (as SQS's dead-letter queue is on
+/// AWS). Without a tree (`cfg.qmk_home` is `None`) it still runs and finishes each job with
+/// [`tree::NO_TREE_MESSAGE`].
+pub fn spawn_local(
+    storage: &crate::adapters::local::LocalStorage,
+    cfg: WorkerConfig,
+) -> tokio::task::JoinHandle<()> {
+    if cfg.qmk_home.is_none() {
+        tracing::warn!("{}", tree::NO_TREE_MESSAGE);
+    }
+    let db = Arc::new(storage.db.clone());
+    let worker = Arc::new(Worker::new(
+        db.clone(),
+        db.clone(),
+        Arc::new(storage.artifacts.clone()),
+        cfg,
+    ));
+    let dead = worker.clone();
+    tokio::spawn(async move {
+        let drain = async move {
+            loop {
+                match db.take_dead_letters(50).await {
+                    Ok(letters) => {
+                        for l in letters {
+                            if let Err(e) = dead.fail_dead_letter(&l.message).await {
+                                tracing::warn!(job = %l.message.job_id, error = %e, "dead letter");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dead letters"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        };
+        tokio::join!(worker.run(), drain);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_from_the_log() {
+        assert_eq!(
+            classify_failure("☒ Invalid JSON keymap: x : bad", "L"),
+            "schema_rejected"
+        );
+        assert_eq!(
+            classify_failure(" * The firmware is too large! 30000/28672", "L"),
+            "firmware_too_large"
+        );
+        assert_eq!(
+            classify_failure(
+                "keymap.c:3: error: implicit declaration of function 'LAYOUT_x'",
+                "LAYOUT_x"
+            ),
+            "unknown_layout"
+        );
+        assert_eq!(
+            classify_failure(
+                "error: 'KC_NOPE' undeclared here\nnote: in definition of macro 'LAYOUT_x'",
+                "LAYOUT_x"
+            ),
+            "compile_error"
+        );
+    }
+}

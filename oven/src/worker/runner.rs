@@ -1,0 +1,257 @@
+//! Runs one build command the way hostile input must be run: a cleared environment (no cloud
+//! credentials reach the compiler), its own process group (a timeout kills every child, not just
+//! the CLI), a wall-clock limit, and a cap on the captured log (head and tail are kept).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// The complete environment of the child; nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Bytes of log kept at most (half from the start, half from the end).
+    pub log_cap: usize,
+}
+
+/// How the build ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildStatus {
+    Exited(i32),
+    /// Killed by a signal it did not get from us.
+    Signaled(i32),
+    TimedOut,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub status: BuildStatus,
+    /// stdout and stderr interleaved, lossily decoded, capped.
+    pub log: String,
+    /// Bytes the build wrote in all (more than `log.len()` when capped).
+    pub log_bytes: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("build I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A byte sink keeping the first and last `cap / 2` bytes of what it is given.
+struct CappedLog {
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    half: usize,
+    total: u64,
+}
+
+impl CappedLog {
+    fn new(cap: usize) -> Self {
+        CappedLog {
+            head: Vec::new(),
+            tail: std::collections::VecDeque::new(),
+            half: (cap / 2).max(1),
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        if self.head.len() < self.half {
+            let n = (self.half - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+        self.tail.extend(bytes);
+        let excess = self.tail.len().saturating_sub(self.half);
+        self.tail.drain(..excess);
+    }
+
+    fn finish(self) -> (String, u64) {
+        let kept = self.head.len() as u64 + self.tail.len() as u64;
+        let mut out = String::from_utf8_lossy(&self.head).into_owned();
+        if self.total > kept {
+            out.push_str(&format!(
+                "\n[... {} bytes of build output omitted ...]\n",
+                self.total - kept
+            ));
+        }
+        let tail: Vec<u8> = self.tail.into_iter().collect();
+        out.push_str(&String::from_utf8_lossy(&tail));
+        (out, self.total)
+    }
+}
+
+fn kill_group(pgid: u32) {
+    // SAFETY: killpg only sends a signal; a vanished group yields ESRCH, which is fine.
+    unsafe {
+        libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Runs `spec` to completion, timeout or not. Errors are only failures to run it at all.
+pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
+    let started = Instant::now();
+    let (reader, writer) = std::io::pipe()?;
+    let writer2 = writer.try_clone()?;
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
+        .process_group(0)
+        .kill_on_drop(true);
+    let spawned = cmd.spawn();
+    // Our copies of the pipe's write end must go, or the reader never sees end-of-file.
+    drop(cmd);
+    let mut child = spawned.map_err(|source| RunError::Spawn {
+        program: spec.program.display().to_string(),
+        source,
+    })?;
+    let pgid = child.id();
+
+    let cap = spec.log_cap;
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut log = CappedLog::new(cap);
+        let mut reader = reader;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => log.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        log.finish()
+    });
+
+    let status = match tokio::time::timeout(spec.timeout, child.wait()).await {
+        Ok(Ok(st)) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (st.code(), st.signal()) {
+                (Some(c), _) => BuildStatus::Exited(c),
+                (None, Some(s)) => BuildStatus::Signaled(s),
+                (None, None) => BuildStatus::Exited(-1),
+            }
+        }
+        Ok(Err(e)) => {
+            if let Some(p) = pgid {
+                kill_group(p);
+            }
+            return Err(RunError::Io(e));
+        }
+        Err(_) => {
+            if let Some(p) = pgid {
+                kill_group(p);
+            }
+            let _ = child.wait().await;
+            BuildStatus::TimedOut
+        }
+    };
+    // Whatever the build left running in the background goes too (it would hold the log pipe).
+    if let Some(p) = pgid {
+        kill_group(p);
+    }
+    let (mut log, log_bytes) = match tokio::time::timeout(Duration::from_secs(10), reading).await {
+        Ok(Ok(done)) => done,
+        // A process that left our group still holds the pipe: give up on the rest of the log.
+        _ => (
+            "[build output unavailable: a build process outlived the build]\n".to_string(),
+            0,
+        ),
+    };
+    if status == BuildStatus::TimedOut {
+        log.push_str(&format!(
+            "\n[Oven: the build was stopped after {} s]\n",
+            spec.timeout.as_secs()
+        ));
+    }
+    Ok(BuildOutput {
+        status,
+        log,
+        log_bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout: Duration, cap: usize) -> BuildSpec {
+        BuildSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: std::env::temp_dir(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            timeout,
+            log_cap: cap,
+        }
+    }
+
+    #[tokio::test]
+    async fn environment_is_cleared_and_streams_merged() {
+        std::env::set_var("OVEN_RUNNER_SECRET", "s3cr3t");
+        let out = run(&sh(
+            "env; echo to-stderr >&2; exit 3",
+            Duration::from_secs(10),
+            1 << 20,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(out.status, BuildStatus::Exited(3));
+        assert!(out.log.contains("to-stderr"));
+        assert!(out.log.contains("PATH=/usr/bin:/bin"));
+        assert!(!out.log.contains("s3cr3t"), "{}", out.log);
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild-survived");
+        // The grandchild would write the marker after 3 s unless the group is killed.
+        let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
+        let t = Instant::now();
+        let out = run(&sh(&script, Duration::from_millis(500), 1 << 20))
+            .await
+            .unwrap();
+        assert_eq!(out.status, BuildStatus::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn log_keeps_head_and_tail() {
+        let out = run(&sh(
+            "echo FIRST; yes middle-line | head -c 3000000; echo; echo LAST",
+            Duration::from_secs(20),
+            64 * 1024,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(out.status, BuildStatus::Exited(0));
+        assert!(out.log.starts_with("FIRST\n"));
+        assert!(out.log.trim_end().ends_with("LAST"));
+        assert!(out.log.len() < 70 * 1024);
+        assert!(out.log_bytes > 3_000_000);
+        assert!(out.log.contains("bytes of build output omitted"));
+    }
+}

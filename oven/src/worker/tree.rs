@@ -1,0 +1,244 @@
+//! The qmk_firmware tree the worker builds in: finding it, naming its commit, the toolchains
+//! next to it, whether a keyboard exists in it, and where a build's firmware file landed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// The message a user sees when the machine has no tree (the local runner without setup).
+pub const NO_TREE_MESSAGE: &str =
+    "No qmk_firmware tree found: python3 -m pip install qmk && qmk setup";
+
+/// Firmware extensions QMK produces, in the order they are looked for.
+pub const FIRMWARE_EXTENSIONS: [&str; 3] = ["hex", "bin", "uf2"];
+
+fn is_tree(p: &Path) -> bool {
+    p.join("keyboards").is_dir()
+}
+
+/// The tree: `explicit` (`--qmk-home`), else `QMK_HOME`, else `qmk config user.qmk_home`, else
+/// `~/qmk_firmware`. `None` when none of them is a qmk_firmware tree.
+pub fn find_qmk_home(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return is_tree(p).then(|| p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(crate::config::QMK_HOME).map(PathBuf::from) {
+        if is_tree(&p) {
+            return Some(p);
+        }
+    }
+    if let Ok(out) = std::process::Command::new("qmk")
+        .args(["config", "user.qmk_home"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    {
+        // Prints `user.qmk_home=/path`.
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(v) = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("user.qmk_home="))
+        {
+            let p = PathBuf::from(v.trim());
+            if out.status.success() && is_tree(&p) {
+                return Some(p);
+            }
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)?
+        .join("qmk_firmware");
+    is_tree(&home).then_some(home)
+}
+
+/// The tree's commit: `git rev-parse HEAD` where a `.git` exists, else the first line of
+/// `version.txt` (what the container image writes after dropping `.git`), else `"unknown"`.
+pub fn firmware_commit(home: &Path) -> String {
+    if home.join(".git").exists() {
+        if let Ok(out) = std::process::Command::new("git")
+            .arg("-C")
+            .arg(home)
+            .args(["rev-parse", "HEAD"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        {
+            let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && is_commitish(&s) {
+                return s;
+            }
+        }
+    }
+    std::fs::read_to_string(home.join("version.txt"))
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+        .filter(|s| is_commitish(s))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn is_commitish(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Versions of the compilers and the qmk CLI found on `path` (a PATH value), by tool name.
+pub fn toolchains(path: &str, qmk: &Path) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for tool in ["avr-gcc", "arm-none-eabi-gcc", "riscv32-unknown-elf-gcc"] {
+        let out = std::process::Command::new(tool)
+            .arg("-dumpversion")
+            .env_clear()
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        if let Ok(out) = out {
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !v.is_empty() {
+                found.insert(tool.to_string(), v);
+            }
+        }
+    }
+    let out = std::process::Command::new(qmk)
+        .arg("--version")
+        .env_clear()
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    if let Ok(out) = out {
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !v.is_empty() {
+            found.insert("qmk".to_string(), v);
+        }
+    }
+    found
+}
+
+/// Whether `keyboard` names a keyboard of the tree: its folder, or an entry of QMK's alias map.
+pub fn keyboard_exists(home: &Path, keyboard: &str) -> bool {
+    if home.join("keyboards").join(keyboard).is_dir() {
+        return true;
+    }
+    // The alias file is hjson; a quoted key is enough to recognise an alias without parsing it.
+    std::fs::read_to_string(home.join("data/mappings/keyboard_aliases.hjson"))
+        .map(|t| t.contains(&format!("\"{keyboard}\"")) || t.contains(&format!("\n{keyboard}:")))
+        .unwrap_or(false)
+}
+
+/// Keyboard names as they may reach a path: `a-z0-9_-` segments joined by `/`.
+pub fn safe_keyboard_name(kb: &str) -> bool {
+    !kb.is_empty()
+        && kb.len() <= 128
+        && kb.split('/').all(|s| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        })
+}
+
+/// Keymap names as they may reach a file name.
+pub fn safe_keymap_name(km: &str) -> bool {
+    !km.is_empty()
+        && km.len() <= 128
+        && km
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+/// QMK's build target name: `<keyboard with / as _>_<keymap>`.
+pub fn target_name(keyboard: &str, keymap: &str) -> String {
+    format!("{}_{}", keyboard.replace('/', "_"), keymap)
+}
+
+/// A writable stand-in for a (possibly read-only) tree: `dest` holds a symlink to every
+/// top-level entry of `home` except `.build`. `qmk` runs make in its QMK_HOME and copies the
+/// firmware there, so the root must be writable; everything below it stays shared and is never
+/// copied. Idempotent.
+pub fn overlay(home: &Path, dest: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dest)?;
+    for entry in std::fs::read_dir(home)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".build" {
+            continue;
+        }
+        let link = dest.join(&name);
+        let target = home.join(&name);
+        match std::fs::read_link(&link) {
+            Ok(t) if t == target => continue,
+            Ok(_) => std::fs::remove_file(&link)?,
+            Err(_) if link.exists() => continue,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&target, &link)?;
+    }
+    Ok(dest.to_path_buf())
+}
+
+/// The firmware file a build of `target` produced: `<target>.{hex,bin,uf2}` in the first of
+/// `dirs` holding one, as a regular file (symlinks are refused: they could point anywhere).
+pub fn find_firmware(dirs: &[&Path], target: &str) -> Option<PathBuf> {
+    for dir in dirs {
+        for ext in FIRMWARE_EXTENSIONS {
+            let p = dir.join(format!("{target}.{ext}"));
+            if let Ok(m) = std::fs::symlink_metadata(&p) {
+                if m.file_type().is_file() {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firmware_is_found_by_name_and_symlinks_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("aaa_other.hex"), b"x").unwrap();
+        assert_eq!(find_firmware(&[d.path()], "kb_km"), None);
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("kb_km.hex")).unwrap();
+        assert_eq!(find_firmware(&[d.path()], "kb_km"), None);
+        std::fs::write(d.path().join("kb_km.bin"), b"x").unwrap();
+        assert_eq!(
+            find_firmware(&[d.path()], "kb_km"),
+            Some(d.path().join("kb_km.bin"))
+        );
+    }
+
+    #[test]
+    fn overlay_links_the_top_level_only() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        std::fs::create_dir_all(home.join("keyboards/kb")).unwrap();
+        std::fs::create_dir_all(home.join(".build")).unwrap();
+        std::fs::write(home.join("Makefile"), "all:").unwrap();
+        let o = overlay(&home, &d.path().join("o")).unwrap();
+        assert!(o.join("keyboards/kb").is_dir());
+        assert_eq!(
+            std::fs::read_link(o.join("Makefile")).unwrap(),
+            home.join("Makefile")
+        );
+        assert!(!o.join(".build").exists());
+        // The root is ours: writing there leaves the tree untouched.
+        std::fs::write(o.join("kb_x.hex"), "x").unwrap();
+        assert!(!home.join("kb_x.hex").exists());
+        assert_eq!(overlay(&home, &o).unwrap(), o);
+    }
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        assert!(safe_keyboard_name("planck/rev6"));
+        for bad in ["", "../x", "a//b", "/abs", "a/./b", "a b", "a\\b"] {
+            assert!(!safe_keyboard_name(bad), "{bad}");
+        }
+        assert!(safe_keymap_name("my-map_1"));
+        assert!(!safe_keymap_name("a/b"));
+        assert_eq!(target_name("planck/rev6", "x"), "planck_rev6_x");
+    }
+}
