@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use oven::adapters::aws::AwsStorage;
 use oven::worker::{batch, Worker, WorkerConfig};
 
 fn records(event: SqsEvent) -> Vec<batch::Record> {
@@ -37,40 +38,29 @@ fn response(failed: Vec<String>) -> SqsBatchResponse {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .without_time()
-        .init();
+    oven::telemetry::init();
     let cfg = WorkerConfig::from_env(None);
-    let (store, queue, artifacts) = adapters::from_env().await?;
-    let worker = Arc::new(Worker::new(store, queue, artifacts, cfg));
+    let storage = AwsStorage::from_env().await?;
+    let worker = Arc::new(Worker::new(
+        Arc::new(storage.jobs),
+        Arc::new(storage.queue),
+        Arc::new(storage.artifacts),
+        cfg,
+    ));
     let dlq_arn = std::env::var(oven::config::DLQ_ARN).ok();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (worker, dlq_arn) = (worker.clone(), dlq_arn.clone());
         async move {
             let failed = batch::handle(&worker, dlq_arn.as_deref(), &records(event.payload)).await;
+            // Nothing else runs on a schedule on AWS: each invocation also takes over jobs whose
+            // worker died (a Query on the lease index, usually empty).
+            if let Err(e) = worker.reap().await {
+                tracing::warn!(error = %e, "reaper");
+            }
             Ok::<_, Error>(response(failed))
         }
     }))
     .await
-}
-
-mod adapters {
-    //! The AWS adapters, built from the environment.
-    use std::sync::Arc;
-
-    use oven::ports::{ArtifactStore, JobQueue, JobStore};
-
-    pub type Ports = (Arc<dyn JobStore>, Arc<dyn JobQueue>, Arc<dyn ArtifactStore>);
-
-    /// Waits for `oven::adapters::aws` (storage branch): until it is merged this build has no
-    /// AWS adapters and the function refuses to start rather than pretend.
-    pub async fn from_env() -> Result<Ports, lambda_runtime::Error> {
-        Err("this build has no AWS adapters yet (oven::adapters::aws)".into())
-    }
 }
 
 #[cfg(test)]

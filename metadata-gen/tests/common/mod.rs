@@ -1,21 +1,44 @@
-//! Shared helpers of the metadata-gen integration tests: locating the QMK corpus
-//! (`shared/qmk-data`, which sits beside the repository checkout) and running the binary.
+//! Shared helpers of the metadata-gen integration tests: the QMK corpus and running the binary.
+//!
+//! The corpus (a data-only slice of qmk_firmware and what `qmk generate-api` wrote for it, see
+//! `tests/data/README.md`) is committed compressed, so the tests run from any clone; set
+//! `OVEN_QMK_DATA` to test against another copy with the same layout.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::OnceLock;
 
-/// `shared/qmk-data` in the nearest ancestor folder of this crate that has one.
+/// The corpus folder (with `firmware/` and `reference/`), unpacked once per test binary.
 pub fn corpus() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.ancestors()
-        .map(|a| a.join("shared/qmk-data"))
-        .find(|p| p.join("firmware/data").is_dir() && p.join("reference/v1").is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "the QMK corpus (shared/qmk-data with firmware/ and reference/) was not found beside any ancestor of {}",
-                here.display()
-            )
-        })
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("OVEN_QMK_DATA") {
+            return PathBuf::from(dir);
+        }
+        let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qmk-data.tar.xz");
+        // A fresh folder per test binary: binaries run in parallel and must not share a half
+        // unpacked tree.
+        let dest = tempfile::Builder::new()
+            .prefix("qmk-data-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir for the corpus")
+            .keep();
+        let status = std::process::Command::new("tar")
+            .arg("-xJf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest)
+            .status()
+            .expect("run tar");
+        assert!(status.success(), "unpacking {} failed", archive.display());
+        let dir = dest.join("qmk-data");
+        assert!(
+            dir.join("firmware/data").is_dir() && dir.join("reference/v1").is_dir(),
+            "the corpus archive lacks firmware/ or reference/"
+        );
+        dir
+    })
+    .clone()
 }
 
 /// Runs `metadata-gen build`.

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use oven::adapters::local::{LocalDbOptions, LocalStorage};
 use oven::http::{ApiConfig, App, LocalKeyboardIndex, DEFAULT_KEYBOARDS_URL};
+use oven::worker::{EtaInsight, WorkerConfig};
 use tokio::task::JoinSet;
 
 #[derive(Parser)]
@@ -25,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API (and, later, the compile worker) on this machine.
+    /// Run the API and the compile worker on this machine.
     Serve(ServeArgs),
 }
 
@@ -47,6 +48,10 @@ struct ServeArgs {
     /// A built keyboards tree (metadata-gen output) to serve under /keyboards/.
     #[arg(long)]
     keyboards_dir: Option<PathBuf>,
+    /// The qmk_firmware tree to compile in; default: QMK_HOME, `qmk config user.qmk_home`,
+    /// ~/qmk_firmware.
+    #[arg(long)]
+    qmk_home: Option<PathBuf>,
     /// Benchmark baseline: submit with two durable writes (store, then enqueue) instead of one.
     #[arg(long, hide = true)]
     bench_two_writes: bool,
@@ -95,8 +100,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config,
     );
     if !args.bench_two_writes {
-        app.submitter = Some(db);
+        app.submitter = Some(db.clone());
     }
+    app.queue_insight = Some(Arc::new(EtaInsight {
+        queue: db,
+        artifacts: Arc::new(storage.artifacts.clone()),
+        workers: 1,
+    }));
     if let Some(dir) = &args.keyboards_dir {
         app.keyboards = Some(Arc::new(LocalKeyboardIndex { dir: dir.clone() }));
     }
@@ -112,7 +122,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything `serve` runs, side by side; the first to stop ends the process.
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     tasks.spawn(async move { axum::serve(listener, router).await.context("HTTP server") });
-    // The compile worker joins here: tasks.spawn(worker::run(...));
+    let mut worker = WorkerConfig::from_env(args.qmk_home.as_deref());
+    worker.public_url = public_url.trim_end_matches('/').to_string();
+    // Under the data dir, so warm build state outlives a restart.
+    worker.work_root = args.data_dir.join("work");
+    match &worker.qmk_home {
+        Some(home) => println!("oven: compiling in {}", home.display()),
+        None => println!("oven: {}", oven::worker::tree::NO_TREE_MESSAGE),
+    }
+    let worker = oven::worker::spawn_local(&storage, worker);
+    tasks.spawn(async move { worker.await.context("compile worker") });
 
     tokio::select! {
         done = tasks.join_next() => match done {

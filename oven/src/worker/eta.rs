@@ -96,3 +96,30 @@ pub async fn eta(
         median_compile_seconds: median,
     }))
 }
+
+/// [`eta`] as the status route's [`QueueInsight`](crate::http::QueueInsight): queued jobs show
+/// `jobs_ahead` and `eta_seconds`. A backend error leaves them out rather than failing the poll.
+pub struct EtaInsight {
+    pub queue: std::sync::Arc<dyn JobQueue>,
+    pub artifacts: std::sync::Arc<dyn ArtifactStore>,
+    /// Compiles that run at once (1 for `oven serve`, the Lambda's reserved concurrency on AWS).
+    pub workers: u32,
+}
+
+#[async_trait::async_trait]
+impl crate::http::QueueInsight for EtaInsight {
+    async fn position(&self, job: &Job) -> Option<crate::http::QueuePosition> {
+        let now = Millis::now();
+        match eta(&*self.queue, &*self.artifacts, job, self.workers, now).await {
+            Ok(Some(e)) => Some(crate::http::QueuePosition {
+                jobs_ahead: e.queue_position.saturating_sub(1),
+                eta_seconds: Some(e.estimated_start.seconds_since(now).max(0.0)),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "queue position");
+                None
+            }
+        }
+    }
+}

@@ -30,7 +30,7 @@ use crate::ports::{
 };
 use crate::time::Millis;
 
-pub use eta::{eta, Eta};
+pub use eta::{eta, Eta, EtaInsight};
 
 /// Return codes Oven adds to the contract's (§6.2): >0 is the build's own exit code.
 pub mod returncode {
@@ -519,7 +519,9 @@ impl Worker {
         std::fs::create_dir_all(&home_dir)?;
         let mut args = vec![
             "compile".to_string(),
-            format!("-j{}", self.cfg.jobs),
+            // `-j N` as two arguments: qmk ignores the joined `-jN` form and builds serially.
+            "-j".into(),
+            self.cfg.jobs.to_string(),
             "-e".into(),
             "SKIP_GIT=yes".into(),
             // version.h would carry the build time: every build would recompile everything.
