@@ -39,14 +39,7 @@ fn env_with(tweak: impl FnOnce(&mut App, &std::path::Path)) -> Env {
         },
     )
     .unwrap();
-    let db = Arc::new(storage.db.clone());
-    let mut app = App::new(
-        db.clone(),
-        db.clone(),
-        Arc::new(storage.artifacts.clone()),
-        ApiConfig::new(PUBLIC, "https://kb.example/"),
-    );
-    app.submitter = Some(db);
+    let mut app = App::local(&storage, ApiConfig::new(PUBLIC, "https://kb.example/"));
     tweak(&mut app, dir.path());
     Env {
         router: router(app),

@@ -1,8 +1,6 @@
 //! The router behind API Gateway: an HTTP API (payload v2) event, parsed by lambda_http the way
 //! the deployed functions receive it, runs through the same router.
 
-use std::sync::Arc;
-
 use http_body_util::BodyExt;
 use oven::adapters::local::{LocalDbOptions, LocalStorage};
 use oven::http::{router, ApiConfig, App};
@@ -21,11 +19,8 @@ async fn api_gateway_v2_event_runs_through_the_router() {
         },
     )
     .unwrap();
-    let db = Arc::new(storage.db.clone());
-    let app = App::new(
-        db.clone(),
-        db.clone(),
-        Arc::new(storage.artifacts.clone()),
+    let app = App::local(
+        &storage,
         ApiConfig::new("https://api.example", "https://kb.example"),
     );
     let event = include_str!("fixtures/apigw-v2-post-compile.json");

@@ -80,11 +80,8 @@ async fn keyboard_list_follows_the_published_pointer() {
         },
     )
     .unwrap();
-    let db = Arc::new(storage.db.clone());
-    let mut app = App::new(
-        db.clone(),
-        db,
-        Arc::new(storage.artifacts.clone()),
+    let mut app = App::local(
+        &storage,
         ApiConfig::new("https://api.example", "https://kb.example"),
     );
     app.keyboards = Some(Arc::new(S3KeyboardIndex::new(client.clone(), &bucket)));

@@ -92,18 +92,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ApiConfig::new(&public_url, &keyboards_url);
     config.keyboards_dir = args.keyboards_dir.clone();
 
-    let db = Arc::new(storage.db.clone());
-    let mut app = App::new(
-        db.clone(),
-        db.clone(),
-        Arc::new(storage.artifacts.clone()),
-        config,
-    );
-    if !args.bench_two_writes {
-        app.submitter = Some(db.clone());
+    let mut app = App::local(&storage, config);
+    if args.bench_two_writes {
+        app.submitter = None;
     }
     app.queue_insight = Some(Arc::new(EtaInsight {
-        queue: db,
+        queue: Arc::new(storage.db.clone()),
         artifacts: Arc::new(storage.artifacts.clone()),
         workers: 1,
     }));
