@@ -20,9 +20,11 @@ use crate::time::Millis;
 /// CloudWatch namespace of Oven's own metrics (the dashboard in `template.yaml` reads it).
 pub const NAMESPACE: &str = "Oven";
 
-/// Installs the JSON log subscriber. The filter comes from [`config::LOG`] (default `info`).
+/// Installs the JSON log subscriber and turns EMF metrics on. The filter comes from
+/// [`config::LOG`] (default `info`).
 /// Calling it twice is harmless: the second call keeps the first subscriber.
 pub fn init() {
+    set_metrics(true);
     let filter = std::env::var(config::LOG)
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
@@ -146,9 +148,21 @@ pub fn write_emf(out: &mut impl Write, metric: &Metric, at: Millis) -> std::io::
     writeln!(out, "{line}")
 }
 
-/// Reports `metric` now, as one EMF line on stdout. Metrics are best effort: a failed write is
-/// logged, never returned.
+/// Whether [`emit`] writes anything: on in the Lambda functions ([`init`]), off in the local
+/// runner, whose stdout is a terminal rather than CloudWatch.
+static METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns EMF metrics on or off for this process.
+pub fn set_metrics(enabled: bool) {
+    METRICS.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reports `metric` now, as one EMF line on stdout, when metrics are on. Metrics are best
+/// effort: a failed write is logged, never returned.
 pub fn emit(metric: Metric) {
+    if !METRICS.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
     if let Err(err) = write_emf(&mut lock, &metric, Millis::now()) {

@@ -3,7 +3,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    oven::http::aws::init_tracing();
+    oven::telemetry::init();
     let app = oven::http::aws::app_from_env().await?;
     lambda_http::run(oven::http::router(app)).await
 }

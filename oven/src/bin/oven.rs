@@ -66,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // Per-request lines of the API would cost more than the requests themselves.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,oven::http=warn")),
         )
         .init();
     match Cli::parse().command {

@@ -32,14 +32,3 @@ pub async fn app_from_env() -> Result<App, AwsAppError> {
     }
     Ok(app)
 }
-
-/// JSON logs to stdout (CloudWatch), level from `RUST_LOG` (default info).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .without_time() // CloudWatch stamps every line
-        .try_init();
-}

@@ -12,6 +12,7 @@ use super::{QueuePosition, Shared, SubmitError};
 use crate::job::{Job, JobId, JobResult, JobState, Transition};
 use crate::keymap::{KeymapRequest, MAX_BODY_BYTES};
 use crate::ports::{ArtifactError, ArtifactKey, ArtifactMeta, Download, QueueMessage};
+use crate::telemetry::{self, Metric};
 use crate::time::Millis;
 
 /// `POST /v1/compile`: validate, store the job as queued, then enqueue it.
@@ -39,8 +40,11 @@ pub async fn submit(State(app): State<Shared>, req: Request) -> Response {
         None => store_then_send(&app, &job).await,
     };
     if let Err(e) = submitted {
+        tracing::error!(job_id = %id, error = %e, "submit failed");
         return ApiError::unavailable("could not accept the job", e).into_response();
     }
+    tracing::info!(job_id = %id, "job queued");
+    telemetry::emit(Metric::JobSubmitted);
     let mut body = Vec::with_capacity(64);
     body.extend_from_slice(br#"{"enqueued":true,"job_id":""#);
     body.extend_from_slice(id.to_string().as_bytes());
@@ -73,7 +77,10 @@ async fn find_job(app: &Shared, id: &str) -> Result<Job, ApiError> {
     match app.jobs.get(id).await {
         Ok(Some(job)) => Ok(job),
         Ok(None) => Err(ApiError::job_not_found()),
-        Err(e) => Err(ApiError::unavailable("could not read the job", e)),
+        Err(e) => {
+            tracing::error!(job_id = %id, error = %e, "could not read the job");
+            Err(ApiError::unavailable("could not read the job", e))
+        }
     }
 }
 
@@ -295,6 +302,7 @@ pub async fn download(
 
 async fn serve_artifact(app: &Shared, id: &str, kind: ArtifactKind) -> Result<Response, ApiError> {
     let job = find_job(app, id).await?;
+    tracing::info!(job_id = %job.id, artifact = kind.what(), "download");
     let missing = || ApiError::new(404, format!("No {} for this compile job", kind.what()));
     let result = job.result.as_ref().ok_or_else(missing)?;
     let name = kind.file_name(result);

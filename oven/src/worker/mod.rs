@@ -28,6 +28,7 @@ use crate::ports::{
     ArtifactBody, ArtifactError, ArtifactKey, ArtifactMeta, ArtifactStore, BackendError, JobQueue,
     JobStore, QueueMessage, TransitionError,
 };
+use crate::telemetry::{self, FailureClass, Metric};
 use crate::time::Millis;
 
 pub use eta::{eta, Eta, EtaInsight};
@@ -219,6 +220,30 @@ pub fn classify_failure(log: &str, layout: &str) -> &'static str {
     }
 }
 
+/// What a finished job reports: its queue wait, and either a cache hit or a compile (its
+/// duration, and success or its failure class).
+fn finish_metrics(job: &Job, result: &JobResult) -> Vec<Metric> {
+    let mut out = Vec::new();
+    if let Some(started) = job.started_at {
+        let wait = Duration::from_millis((started.0 - job.created_at.0).max(0) as u64);
+        out.push(Metric::QueueWait(wait));
+    }
+    if result.cached == Some(true) {
+        out.push(Metric::CacheHit);
+    } else if let Some(secs) = result.compile_seconds {
+        out.push(Metric::CompileDuration(Duration::from_secs_f64(
+            secs.max(0.0),
+        )));
+    }
+    if result.returncode == 0 {
+        out.push(Metric::JobFinished);
+    } else {
+        let class = result.failure.as_deref().unwrap_or("compile_error");
+        out.push(Metric::Failure(FailureClass::new(class)));
+    }
+    out
+}
+
 impl Worker {
     pub fn new(
         store: Arc<dyn JobStore>,
@@ -291,8 +316,16 @@ impl Worker {
         }
     }
 
-    /// Handles one queue message. `Ok` means: acknowledge it.
+    /// Handles one queue message. `Ok` means: acknowledge it. Everything it logs carries the
+    /// job id.
     pub async fn process(&self, message: &QueueMessage) -> Result<Processed, WorkerError> {
+        use tracing::Instrument;
+        self.process_in_span(message)
+            .instrument(telemetry::job_span(message.job_id))
+            .await
+    }
+
+    async fn process_in_span(&self, message: &QueueMessage) -> Result<Processed, WorkerError> {
         let id = message.job_id;
         let Some(job) = self.store.get(id).await? else {
             tracing::warn!(job = %id, "message for a job that does not exist");
@@ -328,6 +361,7 @@ impl Worker {
         };
         let result = self.build_result(&job).await?;
         let (returncode, cached) = (result.returncode, result.cached == Some(true));
+        let metrics = finish_metrics(&job, &result);
         match self
             .store
             .transition(
@@ -340,7 +374,10 @@ impl Worker {
             )
             .await
         {
-            Ok(_) => Ok(Processed::Finished { returncode, cached }),
+            Ok(_) => {
+                metrics.into_iter().for_each(telemetry::emit);
+                Ok(Processed::Finished { returncode, cached })
+            }
             // The lease ran out and another worker took over (or the reaper failed it).
             Err(TransitionError::Conflict(c)) => Ok(Processed::Duplicate(c.current.state)),
             Err(TransitionError::NotFound(_)) => Ok(Processed::Missing),
@@ -808,7 +845,12 @@ impl Worker {
             )
             .await
         {
-            Ok(_) | Err(TransitionError::Conflict(_)) | Err(TransitionError::NotFound(_)) => Ok(()),
+            Ok(_) => {
+                tracing::warn!(job_id = %message.job_id, "dead letter: job failed");
+                telemetry::emit(Metric::Failure(FailureClass::new("dead_letter")));
+                Ok(())
+            }
+            Err(TransitionError::Conflict(_)) | Err(TransitionError::NotFound(_)) => Ok(()),
             Err(TransitionError::Backend(e)) => Err(e.into()),
         }
     }
@@ -918,6 +960,43 @@ pub fn spawn_local(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finished_job_reports_its_wait_and_either_a_compile_or_a_cache_hit() {
+        let mut job = Job::queued(
+            JobId::new(),
+            serde_json::json!({}),
+            String::new(),
+            Millis(1_000),
+            Duration::from_secs(60),
+        );
+        job.started_at = Some(Millis(3_500));
+        let built = JobResult {
+            compile_seconds: Some(12.5),
+            ..Default::default()
+        };
+        assert_eq!(
+            finish_metrics(&job, &built),
+            vec![
+                Metric::QueueWait(Duration::from_millis(2_500)),
+                Metric::CompileDuration(Duration::from_secs_f64(12.5)),
+                Metric::JobFinished,
+            ]
+        );
+        let failed_hit = JobResult {
+            returncode: 2,
+            cached: Some(true),
+            failure: Some("compile_error".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            finish_metrics(&job, &failed_hit)[1..],
+            [
+                Metric::CacheHit,
+                Metric::Failure(FailureClass::new("compile_error"))
+            ]
+        );
+    }
 
     #[test]
     fn failures_are_classified_from_the_log() {
