@@ -57,7 +57,7 @@ async fn main() {
         let (store, worker, storage) = (store.clone(), &worker, &storage);
         async move {
             let id = JobId::new();
-            let hash = cache::request_hash(&req);
+            let hash = cache::request_hash(&req).unwrap_or_default();
             let job = Job::queued(id, req, hash, Millis::now(), Duration::from_secs(3600));
             let t = Instant::now();
             storage.db.submit(&job).await.unwrap();

@@ -9,9 +9,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::job::{JobId, JobResult};
+use crate::keymap::KeymapRequest;
 use crate::ports::{ArtifactError, ArtifactKey, ArtifactMeta, ArtifactStore, BackendError};
 
 /// A cached successful result.
@@ -23,12 +23,14 @@ pub struct CacheEntry {
     pub artifacts: Vec<(String, String)>,
 }
 
-/// sha256 of the request's canonical JSON (object keys sorted, no spaces), hex. Used only when
-/// a job arrives without `request_hash` (the API computes it at submit).
-pub fn request_hash(request: &Value) -> String {
-    // serde_json's default map is ordered by key, so serialising is canonical.
-    let canonical = serde_json::to_vec(request).unwrap_or_default();
-    hex::encode(Sha256::digest(&canonical))
+/// The content hash of a stored request, as [`KeymapRequest::content_hash`] defines it (the
+/// API stores it with the job at submit; this is for jobs that arrive without one). `None` when
+/// the request does not validate: such a job is never served from the cache.
+pub fn request_hash(request: &Value) -> Option<String> {
+    let body = serde_json::to_vec(request).ok()?;
+    KeymapRequest::from_body(&body)
+        .ok()
+        .map(|r| r.content_hash())
 }
 
 /// The cache key, or `None` when hash or commit cannot name one.
@@ -74,12 +76,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_ignores_key_order_and_whitespace() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":[1,2]}"#).unwrap();
-        let b: Value = serde_json::from_str("{ \"a\": [1, 2],\n \"b\": 1 }").unwrap();
-        let c: Value = serde_json::from_str(r#"{"b":2,"a":[1,2]}"#).unwrap();
-        assert_eq!(request_hash(&a), request_hash(&b));
-        assert_ne!(request_hash(&a), request_hash(&c));
-        assert_eq!(request_hash(&a).len(), 64);
+    fn hash_is_the_requests_content_hash_whatever_the_key_order() {
+        let a: Value = serde_json::from_str(
+            r#"{"keyboard":"dz60","keymap":"mine","layout":"LAYOUT","layers":[["KC_A"]]}"#,
+        )
+        .unwrap();
+        let b: Value = serde_json::from_str(
+            r#"{"layers":[["KC_A"]],"layout":"LAYOUT","keymap":"mine","keyboard":"dz60"}"#,
+        )
+        .unwrap();
+        let c: Value = serde_json::from_str(
+            r#"{"keyboard":"dz60","keymap":"mine","layout":"LAYOUT","layers":[["KC_B"]]}"#,
+        )
+        .unwrap();
+        let ha = request_hash(&a).unwrap();
+        assert_eq!(Some(&ha), request_hash(&b).as_ref());
+        assert_ne!(Some(&ha), request_hash(&c).as_ref());
+        assert_eq!(request_hash(&serde_json::json!({"keyboard": "../x"})), None);
     }
 }

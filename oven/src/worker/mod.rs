@@ -429,7 +429,7 @@ impl Worker {
         }
 
         let hash = if job.request_hash.is_empty() {
-            cache::request_hash(&job.request)
+            cache::request_hash(&job.request).unwrap_or_default()
         } else {
             job.request_hash.clone()
         };

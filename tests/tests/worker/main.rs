@@ -77,7 +77,7 @@ impl Env {
 
     async fn submit(&self, request: Value) -> JobId {
         let id = JobId::new();
-        let hash = cache::request_hash(&request);
+        let hash = cache::request_hash(&request).unwrap_or_default();
         let job = Job::queued(
             id,
             request,
