@@ -33,7 +33,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start() { # start <name> [extra args]; sets URL
   local name="$1"; shift
   local port; port="$(free_port)"
-  RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$TMP/$name" "$@" >"$TMP/$name.log" 2>&1 &
+  RUST_LOG=warn "$BIN" serve --no-worker --listen "127.0.0.1:$port" --data-dir "$TMP/$name" "$@" >"$TMP/$name.log" 2>&1 &
   PIDS+=("$!")
   URL="http://127.0.0.1:$port"
   for _ in $(seq 100); do curl -sf "$URL/v1" >/dev/null 2>&1 && return 0; sleep 0.1; done

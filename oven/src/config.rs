@@ -19,6 +19,9 @@ pub const ARTIFACT_BUCKET: &str = "OVEN_ARTIFACT_BUCKET";
 pub const KEYBOARDS_BUCKET: &str = "OVEN_KEYBOARDS_BUCKET";
 /// How long jobs and artifacts are kept, in hours.
 pub const RETENTION_HOURS: &str = "OVEN_RETENTION_HOURS";
+/// How many compiles run at once (the compile function's maximum concurrency): the status
+/// route's queue-time estimate divides by it.
+pub const COMPILE_CONCURRENCY: &str = "OVEN_COMPILE_CONCURRENCY";
 /// Wall-clock limit of one compile, in seconds.
 pub const COMPILE_TIMEOUT_SECS: &str = "OVEN_COMPILE_TIMEOUT_SECS";
 /// The qmk_firmware tree the worker compiles in (the qmk CLI's own variable). Set by the
@@ -43,6 +46,7 @@ const HTTP_ENV: &[&str] = &[
     QUEUE_URL,
     ARTIFACT_BUCKET,
     KEYBOARDS_BUCKET,
+    COMPILE_CONCURRENCY,
 ];
 /// `functions/submit` (POST /v1/compile).
 pub const SUBMIT_ENV: &[&str] = HTTP_ENV;

@@ -52,6 +52,10 @@ struct ServeArgs {
     /// ~/qmk_firmware.
     #[arg(long)]
     qmk_home: Option<PathBuf>,
+    /// Serve the API only: queued jobs wait until `oven serve` runs again with its worker
+    /// (load tests of the API use this, so compiles do not compete with them).
+    #[arg(long)]
+    no_worker: bool,
     /// Benchmark baseline: submit with two durable writes (store, then enqueue) instead of one.
     #[arg(long, hide = true)]
     bench_two_writes: bool,
@@ -97,11 +101,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.bench_two_writes {
         app.submitter = None;
     }
-    app.queue_insight = Some(Arc::new(EtaInsight {
-        queue: Arc::new(storage.db.clone()),
-        artifacts: Arc::new(storage.artifacts.clone()),
-        workers: 1,
-    }));
+    app.queue_insight = Some(Arc::new(EtaInsight::new(
+        Arc::new(storage.db.clone()),
+        Arc::new(storage.artifacts.clone()),
+        1,
+    )));
     if let Some(dir) = &args.keyboards_dir {
         app.keyboards = Some(Arc::new(LocalKeyboardIndex { dir: dir.clone() }));
     }
@@ -125,8 +129,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(home) => println!("oven: compiling in {}", home.display()),
         None => println!("oven: {}", oven::worker::tree::NO_TREE_MESSAGE),
     }
-    let worker = oven::worker::spawn_local(&storage, worker);
-    tasks.spawn(async move { worker.await.context("compile worker") });
+    if args.no_worker {
+        println!("oven: no compile worker (--no-worker): jobs stay queued");
+    } else {
+        let worker = oven::worker::spawn_local(&storage, worker);
+        tasks.spawn(async move { worker.await.context("compile worker") });
+    }
 
     tokio::select! {
         done = tasks.join_next() => match done {

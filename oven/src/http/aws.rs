@@ -27,6 +27,15 @@ pub async fn app_from_env() -> Result<App, AwsAppError> {
         Arc::new(storage.artifacts),
         config,
     );
+    let workers = std::env::var(crate::config::COMPILE_CONCURRENCY)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1);
+    app.queue_insight = Some(Arc::new(crate::worker::EtaInsight::new(
+        app.queue.clone(),
+        app.artifacts.clone(),
+        workers,
+    )));
     if let Some(bucket) = names.keyboards_bucket {
         app.keyboards = Some(Arc::new(S3KeyboardIndex::new(clients.s3.clone(), bucket)));
     }

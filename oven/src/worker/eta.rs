@@ -86,36 +86,79 @@ pub async fn eta(
     if job.state != JobState::Queued {
         return Ok(None);
     }
-    let waiting = queue.waiting().await?.max(1);
+    let waiting = queue.waiting().await?;
     let median = median_compile_seconds(artifacts).await?;
+    Ok(Some(estimate(waiting, median, workers, now)))
+}
+
+/// The estimate from the queue depth and the median compile time.
+fn estimate(waiting: u64, median: f64, workers: u32, now: Millis) -> Eta {
+    let waiting = waiting.max(1);
     let ahead = waiting - 1;
     let secs = (ahead as f64 / f64::from(workers.max(1))).ceil() * median;
-    Ok(Some(Eta {
+    Eta {
         queue_position: waiting,
         estimated_start: now.plus(std::time::Duration::from_secs_f64(secs)),
         median_compile_seconds: median,
-    }))
+    }
 }
 
 /// [`eta`] as the status route's [`QueueInsight`](crate::http::QueueInsight): queued jobs show
-/// `jobs_ahead` and `eta_seconds`. A backend error leaves them out rather than failing the poll.
+/// `jobs_ahead` and `eta_seconds`. Queue depth and median are read at most once a second, not
+/// on every poll (counting a long local queue is not free, and clients poll every few
+/// seconds). A backend error leaves the fields out rather than failing the poll.
 pub struct EtaInsight {
-    pub queue: std::sync::Arc<dyn JobQueue>,
-    pub artifacts: std::sync::Arc<dyn ArtifactStore>,
-    /// Compiles that run at once (1 for `oven serve`, the Lambda's reserved concurrency on AWS).
-    pub workers: u32,
+    queue: std::sync::Arc<dyn JobQueue>,
+    artifacts: std::sync::Arc<dyn ArtifactStore>,
+    workers: u32,
+    /// When the inputs were read, the queue depth, the median compile seconds.
+    inputs: tokio::sync::Mutex<Option<(std::time::Instant, u64, f64)>>,
+}
+
+impl EtaInsight {
+    /// `workers`: compiles that run at once (1 for `oven serve`).
+    pub fn new(
+        queue: std::sync::Arc<dyn JobQueue>,
+        artifacts: std::sync::Arc<dyn ArtifactStore>,
+        workers: u32,
+    ) -> Self {
+        EtaInsight {
+            queue,
+            artifacts,
+            workers,
+            inputs: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn inputs(&self) -> Result<(u64, f64), BackendError> {
+        let mut inputs = self.inputs.lock().await;
+        if let Some((at, waiting, median)) = *inputs {
+            if at.elapsed() < std::time::Duration::from_secs(1) {
+                return Ok((waiting, median));
+            }
+        }
+        let waiting = self.queue.waiting().await?;
+        let median = median_compile_seconds(&*self.artifacts).await?;
+        *inputs = Some((std::time::Instant::now(), waiting, median));
+        Ok((waiting, median))
+    }
 }
 
 #[async_trait::async_trait]
 impl crate::http::QueueInsight for EtaInsight {
     async fn position(&self, job: &Job) -> Option<crate::http::QueuePosition> {
-        let now = Millis::now();
-        match eta(&*self.queue, &*self.artifacts, job, self.workers, now).await {
-            Ok(Some(e)) => Some(crate::http::QueuePosition {
-                jobs_ahead: e.queue_position.saturating_sub(1),
-                eta_seconds: Some(e.estimated_start.seconds_since(now).max(0.0)),
-            }),
-            Ok(None) => None,
+        if job.state != JobState::Queued {
+            return None;
+        }
+        match self.inputs().await {
+            Ok((waiting, median)) => {
+                let now = Millis::now();
+                let e = estimate(waiting, median, self.workers, now);
+                Some(crate::http::QueuePosition {
+                    jobs_ahead: e.queue_position - 1,
+                    eta_seconds: Some(e.estimated_start.seconds_since(now).max(0.0)),
+                })
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "queue position");
                 None
