@@ -815,3 +815,31 @@ async fn generic_store_then_enqueue_path() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].message.job_id, id);
 }
+
+#[tokio::test]
+async fn queued_jobs_show_their_place_and_estimated_wait() {
+    let e = env_with(|app, _| {
+        app.queue_insight = Some(Arc::new(oven::worker::EtaInsight::new(
+            app.queue.clone(),
+            app.artifacts.clone(),
+            1,
+        )));
+    });
+    let first = submit(&e).await;
+    let second = submit(&e).await;
+    let v = get(&e.router, &format!("/v1/compile/{second}"))
+        .await
+        .json();
+    assert_eq!(v["status"], "queued");
+    // Two waiting, one worker, no compile recorded yet: the default 30 s a compile.
+    assert_eq!(v["jobs_ahead"], 1, "{v}");
+    assert_eq!(v["eta_seconds"].as_f64(), Some(30.0), "{v}");
+    check_spec("get", "/v1/compile/{id}", StatusCode::OK, &v);
+    start(&e, first).await;
+    let v = get(&e.router, &format!("/v1/compile/{first}")).await.json();
+    assert_eq!(v["status"], "running");
+    assert!(
+        v.get("jobs_ahead").is_none() && v.get("eta_seconds").is_none(),
+        "{v}"
+    );
+}
