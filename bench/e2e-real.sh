@@ -57,8 +57,8 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 row() { printf '%-48s %9s s   load %s\n' "$1" "$2" "$(load)"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# Submits $1 (a keymap.json), polls every 0.1 s; prints the job id, leaves the time in $elapsed.
-elapsed=
+# Submits $1 (a keymap.json), polls every 0.1 s; prints the job id and writes the time to
+# $data/elapsed (the caller runs it in a subshell).
 submit_and_wait() {
   local file=$1 t0 t1 id status
   t0=$(now)
@@ -72,7 +72,7 @@ submit_and_wait() {
     sleep 0.1
   done
   t1=$(now)
-  elapsed=$(secs "$t0" "$t1")
+  secs "$t0" "$t1" >"$data/elapsed"
   [ "$status" = finished ] || fail "job $id for $file: $status"
   echo "$id"
 }
@@ -117,7 +117,7 @@ PY
   unzip -tq "$dir/$src" >/dev/null || fail "job $id: unzip -t $src"
   unzip -Z1 "$dir/$src" >"$dir/list"
   local want
-  for want in "$(jq -r .result.keymap_archive "$dir/status.json")" "$fw" quantum/keymap.h \
+  for want in "$(jq -r .result.keymap_archive "$dir/status.json")" "$fw" quantum/quantum.h \
     "keyboards/$kb_dir/" Makefile; do
     grep -q "^$want" "$dir/list" || fail "job $id: $src lacks $want"
   done
@@ -140,12 +140,12 @@ for name in ${OVEN_E2E_KEYBOARDS:-dz60 planck_rev6}; do
   kb=$(jq -r .keyboard "$a")
   case $kb in dz60) ext=hex ;; *) ext=bin ;; esac
   echo "== $kb"
-  id=$(submit_and_wait "$a"); row "first job (cold worker)" "$elapsed"; check_job "$id" "$a" "$ext" "$kb"; job_detail "$id"
-  id=$(submit_and_wait "$a"); row "identical resubmission" "$elapsed"; check_job "$id" "$a" "$ext" "$kb"; job_detail "$id"
-  id=$(submit_and_wait "$b"); row "second keymap, warm worker" "$elapsed"; check_job "$id" "$b" "$ext" "$kb"; job_detail "$id"
+  id=$(submit_and_wait "$a"); row "first job (cold worker)" "$(cat "$data/elapsed")"; check_job "$id" "$a" "$ext" "$kb"; job_detail "$id"
+  id=$(submit_and_wait "$a"); row "identical resubmission" "$(cat "$data/elapsed")"; check_job "$id" "$a" "$ext" "$kb"; job_detail "$id"
+  id=$(submit_and_wait "$b"); row "second keymap, warm worker" "$(cat "$data/elapsed")"; check_job "$id" "$b" "$ext" "$kb"; job_detail "$id"
   one=$data/${name}_onekey.json
   jq '.layers[0][1] = "KC_F13"' "$a" >"$one"
-  id=$(submit_and_wait "$one"); row "first keymap, one key changed" "$elapsed"; check_job "$id" "$one" "$ext" "$kb"; job_detail "$id"
+  id=$(submit_and_wait "$one"); row "first keymap, one key changed" "$(cat "$data/elapsed")"; check_job "$id" "$one" "$ext" "$kb"; job_detail "$id"
 
   if [ -n "${OVEN_E2E_RAW:-}" ]; then
     km=$(jq -r .keymap "$a")
@@ -163,5 +163,10 @@ for name in ${OVEN_E2E_KEYBOARDS:-dz60 planck_rev6}; do
   fi
 done
 echo "== source archive"
-grep -o 'base source archive[^"]*' "$log" | sed 's/^/  /' || true
-grep -o 'source archive composed[^"]*' "$log" | sed 's/^/  /' || true
+plain_log=$(sed 's/\x1b\[[0-9;]*m//g' "$log")
+grep -o 'base source archive ready.*' <<<"$plain_log" | sed 's/^/  /' || true
+base_zip=$(find "$data/oven/artifacts/sources" -name '*.zip' -printf '%s\n' 2>/dev/null | head -1)
+echo "  base archive bytes ${base_zip:-?}"
+composed=$(grep -o 'source archive composed.*' <<<"$plain_log" | grep -o 'seconds=[0-9.e-]*' | cut -d= -f2)
+echo "  per job (s): $(echo $composed)"
+row "source archive per job (median of $(wc -w <<<"$composed"))" "$(tr ' ' '\n' <<<"$composed" | grep . | median)"
