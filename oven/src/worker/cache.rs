@@ -26,9 +26,27 @@ pub struct CacheEntry {
 /// sha256 of the request's canonical JSON (object keys sorted, no spaces), hex. Used only when
 /// a job arrives without `request_hash` (the API computes it at submit).
 pub fn request_hash(request: &Value) -> String {
-    // serde_json's default map is ordered by key, so serialising is canonical.
-    let canonical = serde_json::to_vec(request).unwrap_or_default();
+    let canonical = serde_json::to_vec(&sorted(request)).unwrap_or_default();
     hex::encode(Sha256::digest(&canonical))
+}
+
+/// `v` with every object's keys in sorted order. Needed: with serde_json's `preserve_order`
+/// (which another crate of the workspace enables, and features are unified) a map keeps the
+/// order it was parsed in.
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// The cache key, or `None` when hash or commit cannot name one.
@@ -75,9 +93,10 @@ mod tests {
 
     #[test]
     fn hash_ignores_key_order_and_whitespace() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":[1,2]}"#).unwrap();
-        let b: Value = serde_json::from_str("{ \"a\": [1, 2],\n \"b\": 1 }").unwrap();
-        let c: Value = serde_json::from_str(r#"{"b":2,"a":[1,2]}"#).unwrap();
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":[1,{"y":1,"x":2}]}"#).unwrap();
+        let b: Value =
+            serde_json::from_str("{ \"a\": [1, {\"x\": 2, \"y\": 1}],\n \"b\": 1 }").unwrap();
+        let c: Value = serde_json::from_str(r#"{"b":2,"a":[1,{"y":1,"x":2}]}"#).unwrap();
         assert_eq!(request_hash(&a), request_hash(&b));
         assert_ne!(request_hash(&a), request_hash(&c));
         assert_eq!(request_hash(&a).len(), 64);
