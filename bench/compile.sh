@@ -4,7 +4,7 @@
 #   bench/compile.sh            # on the fakeqmk fixture (tests/fixtures/fakeqmk), always
 #   OVEN_QMK_HOME=~/qmk_firmware bench/compile.sh   # also on a real tree (qmk on PATH)
 #
-# For each tree: the raw `qmk compile -j2` of three keymap variants (median of 3; each run is a
+# For each tree: the raw `qmk compile -j 2` of three keymap variants (median of 3; each run is a
 # new keymap for an already built keyboard), the worker's job time for the same variants (median
 # of 3, after one cold job), an identical resubmission (result cache), and the per-job cost of
 # composing the GPL source archive (median of 5). Another keyboard: OVEN_BENCH_KEYMAP=<keymap.json>.
@@ -29,13 +29,13 @@ bench_tree() {
     local t0 t1
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086 # raw_env is a list of VAR=value words
-    (cd "$home" && env QMK_HOME="$home" ${raw_env//@WORK@/$work} "$qmk" compile -j2 "$work/variants/variant$i.json" >"$work/raw$i.log" 2>&1)
+    (cd "$home" && env QMK_HOME="$home" ${raw_env//@WORK@/$work} "$qmk" compile -j 2 "$work/variants/variant$i.json" >"$work/raw$i.log" 2>&1)
     t1=$(date +%s.%N)
     times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')")
   done
   local raw; raw=$(printf '%s\n' "${times[@]}" | median)
   local worker; worker=$(awk '$1=="worker_new_keymap_median" {print $2}' "$work/worker.txt")
-  printf '%-44s %8s s\n' "raw qmk compile -j2, new keymap (median of 3)" "$raw"
+  printf '%-44s %8s s\n' "raw qmk compile -j 2, new keymap (median of 3)" "$raw"
   printf '%-44s %8s s\n' "worker job, new keymap (median of 3)" "$worker"
   printf '%-44s %8s\n' "ratio worker/raw" "$(awk -v w="$worker" -v r="$raw" 'BEGIN {printf "%.2f", w / r}')"
   rm -rf "$work"

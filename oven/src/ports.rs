@@ -186,6 +186,20 @@ pub enum Download {
         meta: ArtifactMeta,
         len: u64,
     },
+    /// Serve the concatenation of these byte ranges of local files (a composed artifact the
+    /// local store keeps as links to its pieces rather than as a copy).
+    Pieces {
+        pieces: Vec<FilePiece>,
+        meta: ArtifactMeta,
+        len: u64,
+    },
+}
+
+/// A byte range of a local file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePiece {
+    pub path: PathBuf,
+    pub range: Range<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

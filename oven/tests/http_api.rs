@@ -15,7 +15,7 @@ use oven::http::{router, ApiConfig, App, LocalKeyboardIndex, ROUTES};
 use oven::job::{JobId, JobResult, JobState, Transition};
 use oven::ports::{
     ArtifactBody, ArtifactKey, ArtifactMeta, ArtifactStore, BackendError, Delivery, JobQueue,
-    JobStore, QueueMessage,
+    JobStore, Part, QueueMessage,
 };
 use oven::time::Millis;
 use serde_json::{json, Value};
@@ -841,5 +841,69 @@ async fn queued_jobs_show_their_place_and_estimated_wait() {
     assert!(
         v.get("jobs_ahead").is_none() && v.get("eta_seconds").is_none(),
         "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_composed_source_archive_streams_from_its_linked_pieces() {
+    let e = env();
+    let id = submit(&e).await;
+    start(&e, id).await;
+    let result = finished_result(id, true);
+    // A base over the local store's linking threshold, as a tree archive would be.
+    let base: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let base_key = ArtifactKey::new("sources/test-base.zip").unwrap();
+    let zip_meta = ArtifactMeta {
+        content_type: "application/zip".into(),
+        file_name: result.source_archive.clone(),
+    };
+    let artifacts = &e.storage.artifacts;
+    artifacts
+        .put(
+            &base_key,
+            ArtifactBody::Bytes(Bytes::from(base.clone())),
+            &zip_meta,
+        )
+        .await
+        .unwrap();
+    let parts = vec![
+        Part::Copy {
+            from: base_key.clone(),
+            range: 0..(2 << 20),
+        },
+        Part::Bytes(Bytes::from_static(b"the job's own files")),
+        Part::Copy {
+            from: base_key,
+            range: (2 << 20)..(3 << 20),
+        },
+    ];
+    let key = ArtifactKey::for_job(id, &result.source_archive).unwrap();
+    artifacts.compose(&key, parts, &zip_meta).await.unwrap();
+    e.storage
+        .db
+        .transition(
+            id,
+            Transition::Finish {
+                at: Millis::now(),
+                attempt: 1,
+                result: result.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    let a = get(&e.router, &format!("/v1/compile/{id}/source")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let mut want = base[..2 << 20].to_vec();
+    want.extend_from_slice(b"the job's own files");
+    want.extend_from_slice(&base[2 << 20..]);
+    assert_eq!(a.body.len(), want.len());
+    assert!(
+        a.body == want,
+        "streamed bytes differ from the composed parts"
+    );
+    assert_eq!(a.header("content-length"), want.len().to_string());
+    assert_eq!(
+        a.header("content-disposition"),
+        format!("attachment; filename=\"{}\"", result.source_archive)
     );
 }

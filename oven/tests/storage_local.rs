@@ -204,3 +204,113 @@ async fn purge_expired_deletes_old_jobs_and_reports_them() {
     assert!(s.db.get(fresh.id).await.unwrap().is_some());
     assert!(s.db.purge_expired(now, 100).await.unwrap().is_empty());
 }
+
+/// A large composed artifact is linked, not copied: it reads back right (get, size, download),
+/// survives the deletion and replacement of its sources, can itself be composed from (the result
+/// cache does that), and is replaced cleanly by a later put or small compose.
+#[tokio::test]
+async fn large_compose_links_its_sources() {
+    use bytes::Bytes;
+    use oven::ports::{ArtifactBody, ArtifactKey, ArtifactMeta, ArtifactStore, Download, Part};
+    use std::os::unix::fs::MetadataExt;
+
+    let (_d, s) = open();
+    let a = &s.artifacts;
+    let m = ArtifactMeta {
+        content_type: "application/zip".into(),
+        file_name: "x.zip".into(),
+    };
+    let base: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let base_key = ArtifactKey::new("sources/abc.zip").unwrap();
+    a.put(
+        &base_key,
+        ArtifactBody::Bytes(Bytes::from(base.clone())),
+        &m,
+    )
+    .await
+    .unwrap();
+    let job1 = JobId::new();
+    let k1 = ArtifactKey::for_job(job1, "src.zip").unwrap();
+    let cd = 2_900_000u64;
+    let parts = vec![
+        Part::Copy {
+            from: base_key.clone(),
+            range: 0..cd,
+        },
+        Part::Bytes(Bytes::from_static(b"JOB")),
+        Part::Copy {
+            from: base_key.clone(),
+            range: cd..base.len() as u64,
+        },
+        Part::Bytes(Bytes::from_static(b"END")),
+    ];
+    let mut want = base[..cd as usize].to_vec();
+    want.extend_from_slice(b"JOB");
+    want.extend_from_slice(&base[cd as usize..]);
+    want.extend_from_slice(b"END");
+    a.compose(&k1, parts, &m).await.unwrap();
+
+    // Linked: no plain file, and the base's inode has a second name.
+    assert!(!a.path(&k1).exists());
+    assert_eq!(std::fs::metadata(a.path(&base_key)).unwrap().nlink(), 2);
+    assert_eq!(a.size(&k1).await.unwrap(), Some(want.len() as u64));
+    assert!(a.get(&k1).await.unwrap() == want);
+    match a.download(&k1, &m).await.unwrap() {
+        Download::Pieces { pieces, len, .. } => {
+            assert_eq!(len, want.len() as u64);
+            assert!(c::read_pieces(&pieces) == want);
+        }
+        other => panic!("expected pieces, got {other:?}"),
+    }
+
+    // The base replaced and then deleted: the composed artifact keeps its bytes.
+    a.put(
+        &base_key,
+        ArtifactBody::Bytes(Bytes::from_static(b"new")),
+        &m,
+    )
+    .await
+    .unwrap();
+    std::fs::remove_file(a.path(&base_key)).unwrap();
+    assert!(a.get(&k1).await.unwrap() == want);
+
+    // Composed from a composed artifact (a cache hit), then the first job expires.
+    let job2 = JobId::new();
+    let k2 = ArtifactKey::for_job(job2, "src.zip").unwrap();
+    let whole = vec![Part::Copy {
+        from: k1.clone(),
+        range: 0..want.len() as u64,
+    }];
+    a.compose(&k2, whole, &m).await.unwrap();
+    let tail = vec![Part::Copy {
+        from: k1.clone(),
+        range: cd - 2..cd + 5,
+    }];
+    let k3 = ArtifactKey::for_job(job2, "tail.bin").unwrap();
+    a.compose(&k3, tail, &m).await.unwrap();
+    assert_eq!(
+        a.get(&k3).await.unwrap(),
+        want[cd as usize - 2..cd as usize + 5]
+    );
+    assert!(a.path(&k3).is_file(), "small ranges are copied");
+    a.delete_job(job1).await.unwrap();
+    assert_eq!(a.size(&k1).await.unwrap(), None);
+    assert!(a.get(&k2).await.unwrap() == want);
+
+    // A range past the end is refused; a put replaces the linked version.
+    let bad = vec![Part::Copy {
+        from: k2.clone(),
+        range: 0..want.len() as u64 + 1,
+    }];
+    let k4 = ArtifactKey::for_job(job2, "bad.zip").unwrap();
+    assert!(a.compose(&k4, bad, &m).await.is_err());
+    assert_eq!(a.size(&k4).await.unwrap(), None);
+    a.put(&k2, ArtifactBody::Bytes(Bytes::from_static(b"plain")), &m)
+        .await
+        .unwrap();
+    assert_eq!(a.get(&k2).await.unwrap(), &b"plain"[..]);
+    assert!(matches!(
+        a.download(&k2, &m).await.unwrap(),
+        Download::File { len: 5, .. }
+    ));
+}

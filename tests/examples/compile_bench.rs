@@ -8,6 +8,7 @@
 //! jobs (a new keymap for a keyboard the worker has built), an identical resubmission (cache),
 //! and the median cost of composing one job's source archive.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +116,23 @@ async fn main() {
         costs.push(t.elapsed().as_secs_f64());
     }
     println!("source_archive_per_job_median {:.3}", median(costs));
+    // The baseline: the same archive as one full copy of the base ranges (copy_file_range on
+    // Linux) plus fsync, which is what composing by copy costs.
+    let base_path = artifacts.path(&ArtifactKey::new(format!("sources/{commit}.zip")).unwrap());
+    let mut copies = Vec::new();
+    for _ in 0..5 {
+        use std::io::{Seek, Write};
+        let t = Instant::now();
+        let mut out = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
+        let mut src = std::fs::File::open(&base_path).unwrap();
+        std::io::copy(&mut (&mut src).take(idx.cd_offset), out.as_file_mut()).unwrap();
+        out.as_file_mut().write_all(b"job entries").unwrap();
+        src.seek(std::io::SeekFrom::Start(idx.cd_offset)).unwrap();
+        std::io::copy(&mut src.take(idx.cd_size), out.as_file_mut()).unwrap();
+        out.as_file().sync_all().unwrap();
+        copies.push(t.elapsed().as_secs_f64());
+    }
+    println!("source_archive_by_copy_median {:.3}", median(copies));
     println!(
         "source_archive_base_bytes {}",
         std::fs::metadata(

@@ -524,6 +524,16 @@ pub async fn artifacts_compose(store: &impl ArtifactStore, big: bool) {
     assert_eq!(store.size(&key3).await.unwrap(), None);
 }
 
+/// The concatenated bytes of local file ranges (what the local runner streams).
+pub fn read_pieces(pieces: &[crate::ports::FilePiece]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in pieces {
+        let data = std::fs::read(&p.path).unwrap();
+        out.extend_from_slice(&data[p.range.start as usize..p.range.end as usize]);
+    }
+    out
+}
+
 /// Fetches `url` with curl: (status, headers lower-cased, body).
 fn curl(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
@@ -576,6 +586,11 @@ pub async fn artifacts_download(store: &impl ArtifactStore) {
             assert_eq!(meta, m);
             assert_eq!(len, 5_000);
             assert_eq!(std::fs::read(path).unwrap(), data);
+        }
+        Download::Pieces { pieces, meta, len } => {
+            assert_eq!(meta, m);
+            assert_eq!(len, 5_000);
+            assert_eq!(read_pieces(&pieces), data);
         }
         Download::Redirect(url) => {
             let (status, headers, body) = tokio::task::spawn_blocking(move || curl(&url))

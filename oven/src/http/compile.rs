@@ -11,7 +11,7 @@ use super::error::{json, json_bytes, ApiError};
 use super::{QueuePosition, Shared, SubmitError};
 use crate::job::{Job, JobId, JobResult, JobState, Transition};
 use crate::keymap::{KeymapRequest, MAX_BODY_BYTES};
-use crate::ports::{ArtifactError, ArtifactKey, ArtifactMeta, Download, QueueMessage};
+use crate::ports::{ArtifactError, ArtifactKey, ArtifactMeta, Download, FilePiece, QueueMessage};
 use crate::telemetry::{self, Metric};
 use crate::time::Millis;
 
@@ -300,10 +300,50 @@ pub async fn download(
     }
 }
 
+/// Streams the concatenation of local file ranges. Every file is opened before the response
+/// starts, so a missing one is a 404 rather than a truncated 200.
+async fn serve_pieces(
+    pieces: Vec<FilePiece>,
+    meta: &ArtifactMeta,
+    len: u64,
+) -> std::io::Result<Response> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(tokio::io::empty());
+    for piece in pieces {
+        let mut file = tokio::fs::File::open(&piece.path).await?;
+        file.seek(std::io::SeekFrom::Start(piece.range.start))
+            .await?;
+        let n = piece.range.end.saturating_sub(piece.range.start);
+        reader = Box::new(reader.chain(file.take(n)));
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 * 1024,
+    ));
+    let mut res = Response::new(body);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&meta.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", meta.file_name))
+            .unwrap_or(HeaderValue::from_static("attachment")),
+    );
+    Ok(res)
+}
+
 async fn serve_artifact(app: &Shared, id: &str, kind: ArtifactKind) -> Result<Response, ApiError> {
     let job = find_job(app, id).await?;
     tracing::info!(job_id = %job.id, artifact = kind.what(), "download");
     let missing = || ApiError::new(404, format!("No {} for this compile job", kind.what()));
+    let local_error = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => missing(),
+        _ => ApiError::unavailable("could not open the artifact", e),
+    };
     let result = job.result.as_ref().ok_or_else(missing)?;
     let name = kind.file_name(result);
     if name.is_empty() {
@@ -317,27 +357,14 @@ async fn serve_artifact(app: &Shared, id: &str, kind: ArtifactKind) -> Result<Re
     match app.artifacts.download(&key, &meta).await {
         Ok(Download::Redirect(url)) => redirect(&url),
         Ok(Download::File { path, meta, len }) => {
-            let file = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => missing(),
-                    _ => ApiError::unavailable("could not open the artifact", e),
-                })?;
-            let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-            let mut res = Response::new(body);
-            let h = res.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_str(&meta.content_type)
-                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-            );
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            h.insert(
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{}\"", meta.file_name))
-                    .unwrap_or(HeaderValue::from_static("attachment")),
-            );
-            Ok(res)
+            let whole = vec![FilePiece {
+                path,
+                range: 0..len,
+            }];
+            serve_pieces(whole, &meta, len).await.map_err(local_error)
+        }
+        Ok(Download::Pieces { pieces, meta, len }) => {
+            serve_pieces(pieces, &meta, len).await.map_err(local_error)
         }
         Err(ArtifactError::NotFound(_)) => Err(missing()),
         Err(ArtifactError::Backend(e)) => {

@@ -392,6 +392,7 @@ impl Worker {
         }
         let mut base = self.base.lock().await;
         if base.is_none() {
+            let started = std::time::Instant::now();
             let idx = source::ensure_base(
                 &*self.artifacts,
                 &t.home,
@@ -399,6 +400,11 @@ impl Worker {
                 &self.cfg.work_root.join("sources"),
             )
             .await?;
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                entries = idx.entries,
+                "base source archive ready"
+            );
             *base = Some(idx);
         }
         Ok(*base)
@@ -702,6 +708,7 @@ impl Worker {
                     });
                 }
                 let key = ArtifactKey::for_job(job.id, &result.source_archive)?;
+                let t = std::time::Instant::now();
                 source::compose_job_archive(
                     &*self.artifacts,
                     &tree.commit,
@@ -711,6 +718,11 @@ impl Worker {
                     &result.source_archive,
                 )
                 .await?;
+                tracing::info!(
+                    job = %job.id,
+                    seconds = t.elapsed().as_secs_f64(),
+                    "source archive composed"
+                );
                 stored.push((result.source_archive.clone(), "application/zip".into()));
                 result.firmware_source_url = self.url(job.id, "source");
             }

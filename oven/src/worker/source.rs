@@ -59,6 +59,17 @@ pub fn zip_meta(file_name: &str) -> ArtifactMeta {
     }
 }
 
+/// Whether `rel` is a firmware file `qmk compile` left in the tree's root: a build output, not
+/// source. In the base archive it would also shadow the job's own firmware of the same name
+/// (unzip takes the first of two equal names).
+fn is_root_firmware(rel: &Path) -> bool {
+    rel.parent().is_some_and(|p| p.as_os_str().is_empty())
+        && rel
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| super::tree::FIRMWARE_EXTENSIONS.contains(&e))
+}
+
 /// Files of the tree that belong in the source archive, sorted (the archive is reproducible).
 fn tree_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -75,7 +86,10 @@ fn tree_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             // Symlinks are not followed: they could lead out of the tree.
             if ft.is_dir() {
                 stack.push(rel_child);
-            } else if ft.is_file() && rel_child.extension().is_none_or(|e| e != "zip") {
+            } else if ft.is_file()
+                && rel_child.extension().is_none_or(|e| e != "zip")
+                && !is_root_firmware(&rel_child)
+            {
                 out.push(rel_child);
             }
         }
@@ -349,6 +363,9 @@ mod tests {
         std::fs::create_dir_all(tree.join(".build")).unwrap();
         std::fs::write(tree.join(".git/HEAD"), "x").unwrap();
         std::fs::write(tree.join(".build/junk.o"), "x").unwrap();
+        // Left by an earlier `qmk compile` in the tree: not source, and it would shadow the
+        // job's own firmware of the same name.
+        std::fs::write(tree.join("kb_mine.hex"), "stale").unwrap();
         for i in 0..tree_files {
             std::fs::write(
                 tree.join(format!("keyboards/kb/f{i}.c")),
