@@ -79,8 +79,10 @@ on_moto!(lease_expired_restart, |e| c::lease_expired_restart(
     &e.storage.jobs
 ));
 on_moto!(expiry_hides_jobs, |e| c::expiry_hides_jobs(&e.storage.jobs));
-on_moto!(concurrent_start_has_one_winner, |e| {
-    c::concurrent_start_has_one_winner(&e.storage.jobs)
+// Sequential: moto does not serialise concurrent conditional updates of one item (see
+// `Competition::Sequential`); the local store runs the concurrent variant.
+on_moto!(competing_starts_have_one_winner, |e| {
+    c::competing_starts_have_one_winner(&e.storage.jobs, c::Competition::Sequential)
 });
 on_moto!(queue_send_receive_ack, |e| c::queue_send_receive_ack(
     &e.storage.queue

@@ -53,7 +53,7 @@ async fn expiry_hides_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_start_has_one_winner() {
     let (_d, s) = open();
-    c::concurrent_start_has_one_winner(&s.db).await;
+    c::competing_starts_have_one_winner(&s.db, c::Competition::Concurrent).await;
 }
 
 #[tokio::test]

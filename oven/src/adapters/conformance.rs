@@ -239,13 +239,33 @@ pub async fn expiry_hides_jobs(store: &impl JobStore) {
     assert!(store.get(fresh.id).await.unwrap().is_some());
 }
 
-/// Many workers start one job at once: exactly one wins, the others see it running.
-pub async fn concurrent_start_has_one_winner(store: &impl JobStore) {
+/// How competing workers send their Start transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Competition {
+    /// All at once: the store must serialise them itself.
+    Concurrent,
+    /// One after another: checks the condition alone. For moto server, whose DynamoDB
+    /// evaluates a condition and applies the update without holding the item in between, so
+    /// two concurrent requests can both pass (real DynamoDB applies each atomically).
+    Sequential,
+}
+
+/// Many workers start one job: exactly one wins, the others see it running.
+pub async fn competing_starts_have_one_winner(store: &impl JobStore, how: Competition) {
     let job = new_job();
     let t0 = job.created_at.0;
     store.create(&job).await.unwrap();
     let attempts = (0..24).map(|i| store.transition(job.id, start(t0 + i, t0 + 60_000 + i)));
-    let outcomes = futures::future::join_all(attempts).await;
+    let outcomes = match how {
+        Competition::Concurrent => futures::future::join_all(attempts).await,
+        Competition::Sequential => {
+            let mut out = Vec::new();
+            for a in attempts {
+                out.push(a.await);
+            }
+            out
+        }
+    };
     let mut wins = 0;
     for o in outcomes {
         match o {
