@@ -257,6 +257,15 @@ async fn start(e: &Env, id: JobId) {
         .unwrap();
 }
 
+async fn finish(e: &Env, id: JobId, result: JobResult) {
+    let finish = Transition::Finish {
+        at: Millis::now(),
+        attempt: 1,
+        result,
+    };
+    e.storage.db.transition(id, finish).await.unwrap();
+}
+
 #[tokio::test]
 async fn status_in_every_state() {
     let e = env();
@@ -282,18 +291,7 @@ async fn status_in_every_state() {
     assert_eq!(v["status"], "running");
     assert!(v["is_failed"].is_null());
 
-    e.storage
-        .db
-        .transition(
-            id,
-            Transition::Finish {
-                at: Millis::now(),
-                attempt: 1,
-                result: finished_result(id, true),
-            },
-        )
-        .await
-        .unwrap();
+    finish(&e, id, finished_result(id, true)).await;
     let a = get(&e.router, &path).await;
     let v = a.json();
     check_spec("GET", "/v1/compile/{id}", a.status, &v);
@@ -313,18 +311,7 @@ async fn status_in_every_state() {
     // A failed compile: finished, is_failed, no binary URL, keymap/source URLs kept.
     let id2 = submit(&e).await;
     start(&e, id2).await;
-    e.storage
-        .db
-        .transition(
-            id2,
-            Transition::Finish {
-                at: Millis::now(),
-                attempt: 1,
-                result: finished_result(id2, false),
-            },
-        )
-        .await
-        .unwrap();
+    finish(&e, id2, finished_result(id2, false)).await;
     let v = get(&e.router, &format!("/v1/compile/{id2}")).await.json();
     assert_eq!(
         (v["status"].as_str(), v["is_failed"].as_bool()),
@@ -387,18 +374,7 @@ async fn downloads_stream_with_their_file_names() {
         )
         .await
         .unwrap();
-    e.storage
-        .db
-        .transition(
-            id,
-            Transition::Finish {
-                at: Millis::now(),
-                attempt: 1,
-                result: result.clone(),
-            },
-        )
-        .await
-        .unwrap();
+    finish(&e, id, result.clone()).await;
     for route in ["download", "hex"] {
         let a = get(&e.router, &format!("/v1/compile/{id}/{route}")).await;
         assert_eq!(a.status, StatusCode::OK);
@@ -879,18 +855,7 @@ async fn a_composed_source_archive_streams_from_its_linked_pieces() {
     ];
     let key = ArtifactKey::for_job(id, &result.source_archive).unwrap();
     artifacts.compose(&key, parts, &zip_meta).await.unwrap();
-    e.storage
-        .db
-        .transition(
-            id,
-            Transition::Finish {
-                at: Millis::now(),
-                attempt: 1,
-                result: result.clone(),
-            },
-        )
-        .await
-        .unwrap();
+    finish(&e, id, result.clone()).await;
     let a = get(&e.router, &format!("/v1/compile/{id}/source")).await;
     assert_eq!(a.status, StatusCode::OK);
     let mut want = base[..2 << 20].to_vec();

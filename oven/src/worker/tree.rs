@@ -82,36 +82,27 @@ fn is_commitish(s: &str) -> bool {
 
 /// Versions of the compilers and the qmk CLI found on `path` (a PATH value), by tool name.
 pub fn toolchains(path: &str, qmk: &Path) -> BTreeMap<String, String> {
-    let mut found = BTreeMap::new();
-    for tool in ["avr-gcc", "arm-none-eabi-gcc", "riscv32-unknown-elf-gcc"] {
-        let out = std::process::Command::new(tool)
-            .arg("-dumpversion")
-            .env_clear()
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output();
-        if let Ok(out) = out {
-            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if out.status.success() && !v.is_empty() {
-                found.insert(tool.to_string(), v);
-            }
-        }
-    }
-    let out = std::process::Command::new(qmk)
-        .arg("--version")
+    let compilers = ["avr-gcc", "arm-none-eabi-gcc", "riscv32-unknown-elf-gcc"]
+        .into_iter()
+        .map(|tool| (tool, Path::new(tool), "-dumpversion"));
+    compilers
+        .chain(std::iter::once(("qmk", qmk, "--version")))
+        .filter_map(|(name, program, flag)| Some((name.to_string(), version(program, flag, path)?)))
+        .collect()
+}
+
+/// What `program flag` prints on success, trimmed; `None` if it is missing or fails.
+fn version(program: &Path, flag: &str, path: &str) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .arg(flag)
         .env_clear()
         .env("PATH", path)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
-        .output();
-    if let Ok(out) = out {
-        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !v.is_empty() {
-            found.insert("qmk".to_string(), v);
-        }
-    }
-    found
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !v.is_empty()).then_some(v)
 }
 
 /// Whether `keyboard` names a keyboard of the tree: its folder, or an entry of QMK's alias map.
