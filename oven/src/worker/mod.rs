@@ -8,7 +8,9 @@
 //! log); only infrastructure errors are errors, so that the queue delivers the message again.
 //! See [`runner`] for how the build itself is confined.
 
+mod artifacts;
 pub mod batch;
+pub mod build;
 pub mod cache;
 pub mod eta;
 pub mod runner;
@@ -25,13 +27,16 @@ use tokio::sync::Mutex;
 
 use crate::job::{Job, JobId, JobResult, JobState, Transition};
 use crate::ports::{
-    ArtifactBody, ArtifactError, ArtifactKey, ArtifactMeta, ArtifactStore, BackendError, JobQueue,
-    JobStore, QueueMessage, TransitionError,
+    ArtifactError, ArtifactMeta, ArtifactStore, BackendError, JobQueue, JobStore, QueueMessage,
+    TransitionError,
 };
 use crate::telemetry::{self, FailureClass, Metric};
 use crate::time::Millis;
 
+pub use build::{classify_failure, BUILD_KEYMAP};
 pub use eta::{eta, Eta, EtaInsight};
+
+use build::TreeInfo;
 
 /// Return codes Oven adds to the contract's (§6.2): >0 is the build's own exit code.
 pub mod returncode {
@@ -44,10 +49,6 @@ pub mod returncode {
     /// The worker has no qmk_firmware tree, or the request cannot be built at all.
     pub const NOT_BUILDABLE: i32 = -6;
 }
-
-/// The name every job is built under, so a keyboard's object files and ccache entries are
-/// reused from one job to the next; the firmware is renamed to the user's keymap name after.
-pub const BUILD_KEYMAP: &str = "oven_build";
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -137,15 +138,6 @@ impl From<crate::ports::InvalidArtifactKey> for WorkerError {
     }
 }
 
-/// What is known about the tree, computed once.
-#[derive(Debug, Clone)]
-struct TreeInfo {
-    home: PathBuf,
-    commit: String,
-    toolchains: std::collections::BTreeMap<String, String>,
-    ccache: bool,
-}
-
 /// The worker: ports, configuration, and what it learnt about its tree.
 pub struct Worker {
     store: Arc<dyn JobStore>,
@@ -172,52 +164,6 @@ fn text_meta(ct: &str, name: &str) -> ArtifactMeta {
 
 fn request_str<'a>(req: &'a Value, field: &str) -> &'a str {
     req.get(field).and_then(Value::as_str).unwrap_or("")
-}
-
-/// Deletes every object under `obj` whose dependency file (`.d`) names `needle`; false if the
-/// directory cannot be read.
-fn remove_objects_including(obj: &Path, needle: &str) -> bool {
-    let mut stack = vec![obj.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return false;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "d")
-                && std::fs::read_to_string(&p).is_ok_and(|t| t.contains(needle))
-            {
-                let _ = std::fs::remove_file(p.with_extension("o"));
-            }
-        }
-    }
-    true
-}
-
-/// A short class of a failed build, from its log (the strings QMK and gcc print).
-pub fn classify_failure(log: &str, layout: &str) -> &'static str {
-    let lower = log.to_ascii_lowercase();
-    if lower.contains("invalid json keymap") || lower.contains("does not match qmk.keymap") {
-        "schema_rejected"
-    } else if lower.contains("invalid keyboard") || lower.contains("keyboard not found") {
-        "unknown_keyboard"
-    } else if lower.contains("firmware is too large")
-        || (lower.contains("region `") && lower.contains("overflowed"))
-    {
-        "firmware_too_large"
-    } else if !layout.is_empty()
-        && (log.contains(&format!("function '{layout}'"))
-            || log.contains(&format!("function ‘{layout}’"))
-            || log.contains(&format!("‘{layout}’ undeclared"))
-            || log.contains(&format!("'{layout}' undeclared")))
-    {
-        "unknown_layout"
-    } else {
-        "compile_error"
-    }
 }
 
 /// What a finished job reports: its queue wait, and either a cache hit or a compile (its
@@ -471,140 +417,21 @@ impl Worker {
         Ok(result)
     }
 
-    /// A cached result for this job, its artifacts copied to the job's own keys.
-    async fn from_cache(
-        &self,
-        job: &Job,
-        key: &ArtifactKey,
-        fresh: &JobResult,
-    ) -> Result<Option<JobResult>, WorkerError> {
-        let Some(entry) = cache::lookup(&*self.artifacts, key).await? else {
-            return Ok(None);
-        };
-        let mut copies = Vec::new();
-        for (name, ct) in &entry.artifacts {
-            let from = ArtifactKey::for_job(entry.job_id, name)?;
-            // The first job's artifacts expire with it; then the cache entry is stale.
-            let Some(size) = self.artifacts.size(&from).await? else {
-                return Ok(None);
-            };
-            copies.push((from, size, name, ct));
-        }
-        for (from, size, name, ct) in copies {
-            let to = ArtifactKey::for_job(job.id, name)?;
-            let parts = vec![crate::ports::Part::Copy {
-                from,
-                range: 0..size,
-            }];
-            match self
-                .artifacts
-                .compose(&to, parts, &text_meta(ct, name))
-                .await
-            {
-                Ok(()) => {}
-                Err(ArtifactError::NotFound(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let mut r = entry.result;
-        r.id = fresh.id.clone();
-        r.queue_seconds = fresh.queue_seconds;
-        r.cached = Some(true);
-        if r.firmware_binary_url.is_some() {
-            r.firmware_binary_url = self.url(job.id, "download");
-        }
-        if r.firmware_keymap_url.is_some() {
-            r.firmware_keymap_url = self.url(job.id, "keymap");
-        }
-        if r.firmware_source_url.is_some() {
-            r.firmware_source_url = self.url(job.id, "source");
-        }
-        Ok(Some(r))
-    }
-
-    /// Runs the build in `job_dir` and stores the artifacts. Returns the firmware (if any)
-    /// and the stored artifacts as (file name, content type).
+    /// Runs the build of a started job in `job_dir`, turns its outcome into `result` and
+    /// stores the artifacts. Returns the firmware (if any) and the stored artifacts.
     async fn compile(
         &self,
         job: &Job,
         tree: &TreeInfo,
         job_dir: &Path,
         result: &mut JobResult,
-    ) -> Result<(Option<Bytes>, Vec<(String, String)>), WorkerError> {
+    ) -> Result<(Option<Bytes>, artifacts::Stored), WorkerError> {
         let (kb, km) = (result.keyboard.clone(), result.keymap.clone());
         let mut payload =
             serde_json::to_vec(&job.request).map_err(|e| std::io::Error::other(e.to_string()))?;
         payload.push(b'\n');
         std::fs::write(job_dir.join(&result.keymap_archive), &payload)?;
-        let mut build_req = job.request.clone();
-        if let Some(obj) = build_req.as_object_mut() {
-            obj.insert("keymap".into(), Value::String(BUILD_KEYMAP.into()));
-        }
-        let build_json = job_dir.join("keymap.json");
-        std::fs::write(
-            &build_json,
-            serde_json::to_vec(&build_req).map_err(|e| std::io::Error::other(e.to_string()))?,
-        )?;
-
-        // The overlay's root is ours, so QMK's default `.build` there is writable and survives
-        // from job to job (warm object files). Overriding BUILD_DIR instead breaks QMK's JSON
-        // keymap path (its generated rules.mk goes missing).
-        let qmk_home = tree::overlay(&tree.home, &self.cfg.work_root.join("qmk_firmware"))?;
-        let build_dir = qmk_home.join(".build");
-        let target = tree::target_name(&kb, BUILD_KEYMAP);
-        // Every job builds under the same name: an old firmware file must not pass for this one.
-        for ext in tree::FIRMWARE_EXTENSIONS {
-            let _ = std::fs::remove_file(qmk_home.join(format!("{target}.{ext}")));
-            let _ = std::fs::remove_file(build_dir.join(format!("{target}.{ext}")));
-        }
-        let home_dir = job_dir.join("home");
-        std::fs::create_dir_all(&build_dir)?;
-        std::fs::create_dir_all(&home_dir)?;
-        let mut args = vec![
-            "compile".to_string(),
-            // `-j N` as two arguments: qmk ignores the joined `-jN` form and builds serially.
-            "-j".into(),
-            self.cfg.jobs.to_string(),
-            "-e".into(),
-            "SKIP_GIT=yes".into(),
-            // version.h would carry the build time: every build would recompile everything.
-            "-e".into(),
-            "SKIP_VERSION=yes".into(),
-        ];
-        let mut env = vec![
-            ("PATH".to_string(), self.cfg.path.clone()),
-            ("HOME".into(), home_dir.display().to_string()),
-            ("LANG".into(), "C.UTF-8".into()),
-            ("QMK_HOME".into(), qmk_home.display().to_string()),
-            ("SKIP_GIT".into(), "yes".into()),
-            ("TMPDIR".into(), job_dir.display().to_string()),
-            ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-        ];
-        if tree.ccache {
-            args.extend(["-e".into(), "USE_CCACHE=yes".into()]);
-            env.push((
-                "CCACHE_DIR".into(),
-                self.cfg.work_root.join("ccache").display().to_string(),
-            ));
-            // Jobs differ in paths only through the per-job directory; hash contents, not paths.
-            env.push(("CCACHE_NOHASHDIR".into(), "1".into()));
-        }
-        args.push(build_json.display().to_string());
-        if self
-            .prime_warm_keymap(&qmk_home, &build_dir, &target, &build_req, &env)
-            .await
-        {
-            tracing::info!(job = %job.id, "warm build: only the keymap is recompiled");
-        }
-        let spec = runner::BuildSpec {
-            program: self.cfg.qmk.clone(),
-            args,
-            cwd: job_dir.to_path_buf(),
-            env,
-            timeout: self.cfg.compile_timeout,
-            log_cap: self.cfg.log_cap,
-        };
-        let out = match runner::run(&spec).await {
+        let out = match build::build(&self.cfg, tree, job_dir, &job.request, &km).await {
             Ok(out) => out,
             Err(runner::RunError::Spawn { program, source }) => {
                 // A worker without its build command cannot build anything; say so in the result.
@@ -617,22 +444,13 @@ impl Worker {
         };
         result.compile_seconds = Some(out.elapsed.as_secs_f64());
         result.output = out.log;
-
-        let firmware_path = match out.status {
-            runner::BuildStatus::Exited(0) => {
-                tree::find_firmware(&[&qmk_home, &build_dir, job_dir], &target)
-            }
-            _ => None,
-        };
         let mut firmware = None;
-        match (out.status, &firmware_path) {
-            (runner::BuildStatus::Exited(0), Some(p)) => {
-                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("bin");
-                let bytes = Bytes::from(std::fs::read(p)?);
+        match (out.status, out.firmware) {
+            (runner::BuildStatus::Exited(0), Some(fw)) => {
                 result.returncode = 0;
-                result.firmware_filename = format!("{}.{ext}", tree::target_name(&kb, &km));
-                result.firmware_size = Some(bytes.len() as u64);
-                firmware = Some(bytes);
+                result.firmware_filename = format!("{}.{}", tree::target_name(&kb, &km), fw.ext);
+                result.firmware_size = Some(fw.bytes.len() as u64);
+                firmware = Some(fw.bytes);
             }
             (runner::BuildStatus::Exited(0), None) => {
                 result.returncode = returncode::NO_FIRMWARE;
@@ -651,194 +469,10 @@ impl Worker {
                 result.failure = Some("timeout".into());
             }
         }
-        // The user's keymap name inside the log, not the shared build name.
-        result.output = result.output.replace(BUILD_KEYMAP, &km);
-
-        let mut stored = Vec::new();
-        let put = |name: String, ct: &'static str, body: Bytes| {
-            let artifacts = self.artifacts.clone();
-            let id = job.id;
-            async move {
-                let key = ArtifactKey::for_job(id, &name)?;
-                artifacts
-                    .put(&key, ArtifactBody::Bytes(body), &text_meta(ct, &name))
-                    .await?;
-                Ok::<_, WorkerError>((name, ct.to_string()))
-            }
-        };
-        if let Some(fw) = &firmware {
-            stored.push(
-                put(
-                    result.firmware_filename.clone(),
-                    "application/octet-stream",
-                    fw.clone(),
-                )
-                .await?,
-            );
-            result.firmware_binary_url = self.url(job.id, "download");
-        }
-        let payload = Bytes::from(payload);
-        stored.push(
-            put(
-                result.keymap_archive.clone(),
-                "application/json",
-                payload.clone(),
-            )
-            .await?,
-        );
-        result.firmware_keymap_url = self.url(job.id, "keymap");
-        stored.push(
-            put(
-                "build.log".into(),
-                "text/plain; charset=utf-8",
-                Bytes::from(result.output.clone()),
-            )
-            .await?,
-        );
-        if self.cfg.source_archives {
-            if let Some(base) = self.base_index().await? {
-                let mut files = vec![source::JobFile {
-                    name: result.keymap_archive.clone(),
-                    data: payload,
-                }];
-                if let Some(fw) = &firmware {
-                    files.push(source::JobFile {
-                        name: result.firmware_filename.clone(),
-                        data: fw.clone(),
-                    });
-                }
-                let key = ArtifactKey::for_job(job.id, &result.source_archive)?;
-                let t = std::time::Instant::now();
-                source::compose_job_archive(
-                    &*self.artifacts,
-                    &tree.commit,
-                    &base,
-                    &files,
-                    &key,
-                    &result.source_archive,
-                )
-                .await?;
-                tracing::info!(
-                    job = %job.id,
-                    seconds = t.elapsed().as_secs_f64(),
-                    "source archive composed"
-                );
-                stored.push((result.source_archive.clone(), "application/zip".into()));
-                result.firmware_source_url = self.url(job.id, "source");
-            }
-        }
+        let stored = self
+            .store_artifacts(job, tree, result, Bytes::from(payload), firmware.as_ref())
+            .await?;
         Ok((firmware, stored))
-    }
-
-    /// QMK's JSON path regenerates config.h and keymap.h whenever keymap.json is newer than
-    /// them, and then recompiles every unit. When a previous build of this keyboard (same build
-    /// name) differs only in `layers`, those headers are still right: generate keymap.c here
-    /// with the same `qmk json2c` make would run, and put the new keymap.json in place with an
-    /// older time stamp, so make recompiles the keymap alone. If anything does not fit, nothing
-    /// is changed and the normal (slower, equally correct) build runs. Returns whether it primed.
-    async fn prime_warm_keymap(
-        &self,
-        qmk_home: &Path,
-        build_dir: &Path,
-        target: &str,
-        build_req: &Value,
-        env: &[(String, String)],
-    ) -> bool {
-        let src = build_dir.join(format!("obj_{target}")).join("src");
-        let (prev_json, config_h, keymap_h) = (
-            src.join("keymap.json"),
-            src.join("config.h"),
-            src.join("keymap.h"),
-        );
-        // What make's own rules run to generate these files from keymap.json.
-        let generate = |command: &str, output: &str, input: &Path| runner::BuildSpec {
-            program: self.cfg.qmk.clone(),
-            args: vec![
-                command.into(),
-                "--quiet".into(),
-                "--output".into(),
-                src.join(output).display().to_string(),
-                input.display().to_string(),
-            ],
-            cwd: qmk_home.to_path_buf(),
-            env: env.to_vec(),
-            timeout: Duration::from_secs(60),
-            log_cap: 64 * 1024,
-        };
-        let Ok(prev) = std::fs::read(&prev_json) else {
-            // First build of this keyboard: QMK's flags depend on whether the generated
-            // config.h exists when make starts (`-include .../src/config.h`), so without it now
-            // the *next* build would see new flags and recompile everything. Generating the
-            // files up front keeps the flags stable from the first build on.
-            let staged = src.join("first.json.oven");
-            if std::fs::create_dir_all(&src).is_ok()
-                && serde_json::to_vec(build_req)
-                    .ok()
-                    .is_some_and(|j| std::fs::write(&staged, j).is_ok())
-            {
-                for (command, output) in [
-                    ("generate-config-h", "config.h"),
-                    ("generate-keymap-h", "keymap.h"),
-                    ("json2c", "keymap.c"),
-                ] {
-                    let _ = runner::run(&generate(command, output, &staged)).await;
-                }
-                let _ = std::fs::remove_file(&staged);
-            }
-            return false;
-        };
-        let Ok(prev) = serde_json::from_slice::<Value>(&prev) else {
-            return false;
-        };
-        let without_layers = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(o) = v.as_object_mut() {
-                o.remove("layers");
-            }
-            v
-        };
-        if without_layers(&prev) != without_layers(build_req) {
-            return false;
-        }
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let (Some(c), Some(k)) = (mtime(&config_h), mtime(&keymap_h)) else {
-            return false;
-        };
-        let Ok(new_json) = serde_json::to_vec(build_req) else {
-            return false;
-        };
-        let staged = src.join("keymap.json.oven");
-        if std::fs::write(&staged, &new_json).is_err() {
-            return false;
-        }
-        match runner::run(&generate("json2c", "keymap.c", &staged)).await {
-            Ok(out) if out.status == runner::BuildStatus::Exited(0) => {}
-            _ => {
-                let _ = std::fs::remove_file(&staged);
-                return false;
-            }
-        }
-        // keymap.json and keymap.c both older than the headers: make regenerates nothing (a
-        // regenerated prerequisite of QMK's `generated-files` rebuilds every object). The
-        // objects built from keymap.c are deleted instead, so exactly those are recompiled.
-        let older = c.min(k) - Duration::from_secs(2);
-        let set_old = |p: &Path| {
-            std::fs::File::options()
-                .write(true)
-                .open(p)
-                .and_then(|f| f.set_modified(older))
-                .is_ok()
-        };
-        let placed = std::fs::rename(&staged, &prev_json).is_ok()
-            && set_old(&prev_json)
-            && set_old(&src.join("keymap.c"))
-            && remove_objects_including(&build_dir.join(format!("obj_{target}")), "src/keymap.c");
-        if !placed {
-            // Fall back to a full generation: fresh time stamps make make redo everything.
-            let _ = std::fs::remove_file(&prev_json);
-            let _ = std::fs::remove_file(src.join("keymap.c"));
-        }
-        placed
     }
 
     /// A message from the dead-letter queue: the job could not be processed; fail it.
