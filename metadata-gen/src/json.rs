@@ -19,7 +19,7 @@ pub enum LoadError {
 
 /// Parses hjson (a superset of JSON) text.
 pub fn parse_hjson(text: &str) -> Result<Value, String> {
-    crate::hjson::parse(text).map_err(|e| e.to_string())
+    oven::hjson::parse(text).map_err(|e| e.to_string())
 }
 
 /// Reads and parses one hjson/json file.

@@ -3,7 +3,7 @@
 
 mod build;
 mod c_led;
-mod hjson;
+use oven::hjson;
 mod info;
 mod json;
 mod keycodes;

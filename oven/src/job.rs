@@ -306,6 +306,10 @@ pub struct JobResult {
     pub firmware_source_url: Option<Vec<String>>,
 
     // What Oven adds (absent from upstream; clients that do not know them ignore them).
+    /// The keyboard folder QMK built for `keyboard` (`keyboard_folder` in QMK's CLI): the
+    /// target of an alias such as `handwired/ferris` -> `ferris/0_1`, else `keyboard` itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyboard_folder: Option<String>,
     /// Short machine-readable class of a failure (`unknown_keyboard`, `compile_error`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -322,6 +326,28 @@ pub struct JobResult {
     /// True when this result was served from an identical earlier request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached: Option<bool>,
+}
+
+impl JobResult {
+    /// The name a browser saves this job's file `key_name` under (`Content-Disposition`):
+    /// the keymap name as the user typed it (`dz60_mine.v2.hex`, `dz60_clavier_é.hex`), where
+    /// the stored file names keep to `[A-Za-z0-9._-]` (`keymap::names::ascii_stem`). Names
+    /// other than the firmware, keymap and source archive come back unchanged.
+    pub fn download_name(&self, key_name: &str) -> String {
+        use crate::keymap::names::display_stem;
+        let folder = self.keyboard_folder.as_deref().unwrap_or(&self.keyboard);
+        let kb_dashed = self.keyboard.replace('/', "-");
+        if !self.firmware_filename.is_empty() && key_name == self.firmware_filename {
+            let ext = key_name.rsplit_once('.').map_or("bin", |(_, e)| e);
+            format!("{}.{ext}", display_stem(folder, &self.keymap))
+        } else if key_name == self.keymap_archive {
+            format!("{kb_dashed}-{}.json", self.keymap)
+        } else if key_name == self.source_archive {
+            format!("qmk_firmware-{kb_dashed}-{}.zip", self.keymap)
+        } else {
+            key_name.to_string()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //!   document of the QMK API contract (section 6.3).
 //! - [`ports`]: what Oven needs from the outside world (a job table, a queue, an artifact store),
 //!   as traits; `adapters` implement them on AWS and on one machine.
+//! - [`hjson`]: the hjson reader QMK's data files need (shared with metadata-gen).
 //! - [`keymap`]: the compile request, validated as code (keycode grammar, names, limits).
 //! - [`http`]: the API router shared by the HTTP Lambdas and `oven serve`.
 //! - [`telemetry`]: JSON logs with the job id on every line, and CloudWatch EMF metrics.
@@ -14,6 +15,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod hjson;
 pub mod http;
 pub mod job;
 pub mod keymap;

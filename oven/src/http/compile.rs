@@ -166,6 +166,7 @@ impl Serialize for ResultView<'_> {
         let JobResult {
             id,
             keyboard,
+            keyboard_folder,
             keymap,
             layout,
             returncode,
@@ -226,6 +227,9 @@ impl Serialize for ResultView<'_> {
         }
         m.serialize_entry("id", id)?;
         m.serialize_entry("keyboard", keyboard)?;
+        if let Some(v) = keyboard_folder {
+            m.serialize_entry("keyboard_folder", v)?;
+        }
         m.serialize_entry("keymap", keymap)?;
         m.serialize_entry("keymap_archive", keymap_archive)?;
         m.serialize_entry("keymap_json", keymap_json)?;
@@ -330,7 +334,7 @@ async fn serve_pieces(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", meta.file_name))
+        HeaderValue::from_str(&crate::keymap::names::content_disposition(&meta.file_name))
             .unwrap_or(HeaderValue::from_static("attachment")),
     );
     Ok(res)
@@ -352,7 +356,7 @@ async fn serve_artifact(app: &Shared, id: &str, kind: ArtifactKind) -> Result<Re
     let key = ArtifactKey::for_job(job.id, name).map_err(|_| missing())?;
     let meta = ArtifactMeta {
         content_type: content_type(name).to_string(),
-        file_name: name.to_string(),
+        file_name: result.download_name(name),
     };
     match app.artifacts.download(&key, &meta).await {
         Ok(Download::Redirect(url)) => redirect(&url),

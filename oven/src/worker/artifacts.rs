@@ -23,13 +23,16 @@ impl Worker {
         firmware: Option<&Bytes>,
     ) -> Result<Stored, WorkerError> {
         let mut stored = Vec::new();
-        let put = |name: String, ct: &'static str, body: Bytes| {
+        let firmware_display = result.download_name(&result.firmware_filename);
+        let keymap_display = result.download_name(&result.keymap_archive);
+        let put = |name: String, display: &str, ct: &'static str, body: Bytes| {
             let artifacts = self.artifacts.clone();
             let id = job.id;
+            let meta = text_meta(ct, display);
             async move {
                 let key = ArtifactKey::for_job(id, &name)?;
                 artifacts
-                    .put(&key, ArtifactBody::Bytes(body), &text_meta(ct, &name))
+                    .put(&key, ArtifactBody::Bytes(body), &meta)
                     .await?;
                 Ok::<_, WorkerError>((name, ct.to_string()))
             }
@@ -38,6 +41,7 @@ impl Worker {
             stored.push(
                 put(
                     result.firmware_filename.clone(),
+                    &firmware_display,
                     "application/octet-stream",
                     fw.clone(),
                 )
@@ -48,6 +52,7 @@ impl Worker {
         stored.push(
             put(
                 result.keymap_archive.clone(),
+                &keymap_display,
                 "application/json",
                 payload.clone(),
             )
@@ -57,6 +62,7 @@ impl Worker {
         stored.push(
             put(
                 "build.log".into(),
+                "build.log",
                 "text/plain; charset=utf-8",
                 Bytes::from(result.output.clone()),
             )
@@ -82,7 +88,7 @@ impl Worker {
                     &base,
                     &files,
                     &key,
-                    &result.source_archive,
+                    &result.download_name(&result.source_archive),
                 )
                 .await?;
                 tracing::info!(
@@ -124,7 +130,11 @@ impl Worker {
             }];
             match self
                 .artifacts
-                .compose(&to, parts, &text_meta(ct, name))
+                .compose(
+                    &to,
+                    parts,
+                    &text_meta(ct, &entry.result.download_name(name)),
+                )
                 .await
             {
                 Ok(()) => {}

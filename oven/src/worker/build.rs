@@ -22,6 +22,8 @@ pub struct TreeInfo {
     pub commit: String,
     pub toolchains: std::collections::BTreeMap<String, String>,
     pub ccache: bool,
+    /// The tree's keyboard aliases, read once.
+    pub aliases: std::sync::Arc<tree::Aliases>,
 }
 
 /// The firmware file a successful build left.
@@ -44,7 +46,8 @@ pub struct BuildOutcome {
 }
 
 /// Builds `request` (a validated, normalised keymap.json) in `job_dir`, under [`BUILD_KEYMAP`];
-/// `user_keymap` is the name shown in the log instead.
+/// `keyboard_folder` is the folder QMK resolves the request's keyboard to (it names the
+/// firmware file), `user_keymap` the name shown in the log instead of the build name.
 ///
 /// Errors: [`runner::RunError::Spawn`] when the build command cannot start, I/O errors of the
 /// work directory otherwise. A failing build is an `Ok` outcome with its status.
@@ -53,13 +56,9 @@ pub async fn build(
     tree: &TreeInfo,
     job_dir: &Path,
     request: &Value,
+    keyboard_folder: &str,
     user_keymap: &str,
 ) -> Result<BuildOutcome, runner::RunError> {
-    let keyboard = request
-        .get("keyboard")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
     let mut build_req = request.clone();
     if let Some(obj) = build_req.as_object_mut() {
         obj.insert("keymap".into(), Value::String(BUILD_KEYMAP.into()));
@@ -75,7 +74,7 @@ pub async fn build(
     // keymap path (its generated rules.mk goes missing).
     let qmk_home = tree::overlay(&tree.home, &cfg.work_root.join("qmk_firmware"))?;
     let build_dir = qmk_home.join(".build");
-    let target = tree::target_name(&keyboard, BUILD_KEYMAP);
+    let target = tree::target_name(keyboard_folder, BUILD_KEYMAP);
     // Every job builds under the same name: an old firmware file must not pass for this one.
     for ext in tree::FIRMWARE_EXTENSIONS {
         let _ = std::fs::remove_file(qmk_home.join(format!("{target}.{ext}")));

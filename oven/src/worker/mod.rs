@@ -13,6 +13,7 @@ pub mod batch;
 pub mod build;
 pub mod cache;
 pub mod eta;
+pub mod precheck;
 pub mod runner;
 pub mod source;
 pub mod tree;
@@ -26,6 +27,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::job::{Job, JobId, JobResult, JobState, Transition};
+use crate::keymap::names;
 use crate::ports::{
     ArtifactError, ArtifactMeta, ArtifactStore, BackendError, JobQueue, JobStore, QueueMessage,
     TransitionError,
@@ -37,6 +39,14 @@ pub use build::{classify_failure, BUILD_KEYMAP};
 pub use eta::{eta, Eta, EtaInsight};
 
 use build::TreeInfo;
+
+/// A job the worker will not build, and what the result says about it.
+struct Refused {
+    returncode: i32,
+    failure: &'static str,
+    message: String,
+    keyboard_folder: Option<String>,
+}
 
 /// Return codes Oven adds to the contract's (§6.2): >0 is the build's own exit code.
 pub mod returncode {
@@ -197,11 +207,13 @@ impl Worker {
         artifacts: Arc<dyn ArtifactStore>,
         cfg: WorkerConfig,
     ) -> Self {
+        runner::protect_worker_secrets();
         let tree = cfg.qmk_home.as_ref().map(|home| TreeInfo {
             home: home.clone(),
             commit: tree::firmware_commit(home),
             toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
             ccache: on_path(&cfg.path, "ccache"),
+            aliases: Arc::new(tree::load_aliases(home)),
         });
         Worker {
             store,
@@ -234,7 +246,10 @@ impl Worker {
     fn base_result(&self, job: &Job) -> JobResult {
         let req = &job.request;
         let (kb, km) = (request_str(req, "keyboard"), request_str(req, "keymap"));
-        let keymap_archive = format!("{}-{}.json", kb.replace('/', "-"), km.replace('/', "-"));
+        let keymap_archive = format!(
+            "{}.json",
+            names::ascii_component(&format!("{}-{km}", kb.replace('/', "-")))
+        );
         JobResult {
             id: job.id.to_string(),
             keyboard: kb.to_string(),
@@ -245,9 +260,8 @@ impl Worker {
             firmware: None,
             firmware_filename: String::new(),
             source_archive: format!(
-                "qmk_firmware-{}-{}.zip",
-                kb.replace('/', "-"),
-                km.replace('/', "-")
+                "{}.zip",
+                names::ascii_component(&format!("qmk_firmware-{}-{km}", kb.replace('/', "-")))
             ),
             keymap_json: serde_json::to_string(req).unwrap_or_default(),
             command: vec!["qmk".into(), "compile".into(), keymap_archive.clone()],
@@ -281,7 +295,7 @@ impl Worker {
             return Ok(Processed::Duplicate(job.state));
         }
         // The base archive can take a while the first time: make it before taking the lease.
-        if self.cfg.source_archives {
+        if self.cfg.source_archives && self.precheck(&job).is_ok() {
             self.base_index().await?;
         }
         let now = Millis::now();
@@ -356,6 +370,46 @@ impl Worker {
         Ok(*base)
     }
 
+    /// What the tree shows about a job before compiling (see [`precheck`]): the keyboard
+    /// folder QMK will build, or why the job cannot be built, in words for the user.
+    fn precheck(&self, job: &Job) -> Result<String, Refused> {
+        let Some(tree) = &self.tree else {
+            return Err(Refused {
+                returncode: returncode::NOT_BUILDABLE,
+                failure: "no_qmk_tree",
+                message: tree::NO_TREE_MESSAGE.into(),
+                keyboard_folder: None,
+            });
+        };
+        let kb = request_str(&job.request, "keyboard");
+        let Some(folder) = tree::resolve_keyboard(&tree.home, &tree.aliases, kb) else {
+            let below = tree::keyboards_below(&tree.home, kb, 8);
+            let hint = if below.is_empty() {
+                String::new()
+            } else {
+                format!(" Keyboards in that folder: {}.", below.join(", "))
+            };
+            return Err(Refused {
+                returncode: returncode::UNKNOWN_KEYBOARD,
+                failure: "unknown_keyboard",
+                message: format!(
+                    "Unknown keyboard! {kb} is not a keyboard of qmk_firmware {} (nor an alias \
+                     of one).{hint}",
+                    tree.commit.get(..10).unwrap_or(&tree.commit)
+                ),
+                keyboard_folder: None,
+            });
+        };
+        precheck::check(&tree.home, &folder, &job.request)
+            .map(|()| folder.clone())
+            .map_err(|r| Refused {
+                returncode: returncode::NOT_BUILDABLE,
+                failure: r.failure,
+                message: r.message,
+                keyboard_folder: Some(folder),
+            })
+    }
+
     /// Builds (or finds in the cache) the result of a started job; stores its artifacts.
     async fn build_result(&self, job: &Job) -> Result<JobResult, WorkerError> {
         let mut result = self.base_result(job);
@@ -366,19 +420,17 @@ impl Worker {
             result.command = vec![];
             return Ok(result);
         };
-        let (kb, km) = (result.keyboard.clone(), result.keymap.clone());
-        if !tree::safe_keyboard_name(&kb) || !tree::safe_keymap_name(&km) {
-            result.returncode = returncode::NOT_BUILDABLE;
-            result.output = "The keyboard or keymap name cannot be built.".into();
-            result.failure = Some("invalid_request".into());
-            return Ok(result);
-        }
-        if !tree::keyboard_exists(&tree.home, &kb) {
-            result.returncode = returncode::UNKNOWN_KEYBOARD;
-            result.output = "Unknown keyboard!".into();
-            result.failure = Some("unknown_keyboard".into());
-            return Ok(result);
-        }
+        let folder = match self.precheck(job) {
+            Ok(folder) => folder,
+            Err(refused) => {
+                result.returncode = refused.returncode;
+                result.output = refused.message;
+                result.failure = Some(refused.failure.into());
+                result.keyboard_folder = refused.keyboard_folder;
+                return Ok(result);
+            }
+        };
+        result.keyboard_folder = Some(folder.clone());
 
         let hash = if job.request_hash.is_empty() {
             cache::request_hash(&job.request).unwrap_or_default()
@@ -431,7 +483,8 @@ impl Worker {
             serde_json::to_vec(&job.request).map_err(|e| std::io::Error::other(e.to_string()))?;
         payload.push(b'\n');
         std::fs::write(job_dir.join(&result.keymap_archive), &payload)?;
-        let out = match build::build(&self.cfg, tree, job_dir, &job.request, &km).await {
+        let folder = result.keyboard_folder.clone().unwrap_or_else(|| kb.clone());
+        let out = match build::build(&self.cfg, tree, job_dir, &job.request, &folder, &km).await {
             Ok(out) => out,
             Err(runner::RunError::Spawn { program, source }) => {
                 // A worker without its build command cannot build anything; say so in the result.
@@ -448,7 +501,8 @@ impl Worker {
         match (out.status, out.firmware) {
             (runner::BuildStatus::Exited(0), Some(fw)) => {
                 result.returncode = 0;
-                result.firmware_filename = format!("{}.{}", tree::target_name(&kb, &km), fw.ext);
+                result.firmware_filename =
+                    format!("{}.{}", names::ascii_stem(&folder, &km), fw.ext);
                 result.firmware_size = Some(fw.bytes.len() as u64);
                 firmware = Some(fw.bytes);
             }

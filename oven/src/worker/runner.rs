@@ -1,5 +1,6 @@
 //! Runs one build command the way hostile input must be run: a cleared environment (no cloud
-//! credentials reach the compiler), its own process group (a timeout kills every child, not just
+//! credentials reach the compiler), no capabilities and no way to read the worker's own
+//! environment ([`protect_worker_secrets`]), its own process group (a timeout kills every child, not just
 //! the CLI), a wall-clock limit, and a cap on the captured log (head and tail are kept).
 
 use std::io::Read;
@@ -102,6 +103,55 @@ fn kill_group(pgid: u32) {
     }
 }
 
+/// Makes this process's memory and environment unreadable to its builds: the worker's own
+/// environment holds the cloud role's keys on Lambda, and any process of the same user can
+/// otherwise read `/proc/<pid>/environ` (or attach with ptrace). A non-dumpable process's
+/// `/proc` entries need `CAP_SYS_PTRACE`, which builds never have (see [`run`]). Idempotent;
+/// the worker calls it when it starts.
+pub fn protect_worker_secrets() {
+    // SAFETY: prctl with integer arguments only changes this process's dumpable flag.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+/// In the child, before exec: no new privileges (setuid programs gain nothing), and no
+/// capabilities at all, so that a build started by a root worker (a container without user
+/// separation) cannot read the worker's `/proc` entries either. Only async-signal-safe calls;
+/// failures are ignored (an unprivileged child has nothing to drop).
+fn drop_privileges() {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: prctl and capset with valid pointers to local, correctly laid out structs.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        for cap in 0..64 {
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        libc::syscall(libc::SYS_capset, &header, data.as_ptr());
+    }
+}
+
 /// Runs `spec` to completion, timeout or not. Errors are only failures to run it at all.
 pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
     let started = Instant::now();
@@ -117,6 +167,13 @@ pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
         .stderr(Stdio::from(writer2))
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: the hook only makes async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            drop_privileges();
+            Ok(())
+        });
+    }
     let spawned = cmd.spawn();
     // Our copies of the pipe's write end must go, or the reader never sees end-of-file.
     drop(cmd);

@@ -1,5 +1,6 @@
 //! The qmk_firmware tree the worker builds in: finding it, naming its commit, the toolchains
-//! next to it, whether a keyboard exists in it, and where a build's firmware file landed.
+//! next to it, which keyboard folder a name resolves to (QMK's aliases), and where a build's
+//! firmware file landed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -105,15 +106,93 @@ fn version(program: &Path, flag: &str, path: &str) -> Option<String> {
     (out.status.success() && !v.is_empty()).then_some(v)
 }
 
-/// Whether `keyboard` names a keyboard of the tree: its folder, or an entry of QMK's alias map.
-pub fn keyboard_exists(home: &Path, keyboard: &str) -> bool {
-    if home.join("keyboards").join(keyboard).is_dir() {
+/// QMK's keyboard aliases (`data/mappings/keyboard_aliases.hjson`): old names and bare
+/// folders mapped to the folder QMK builds (`"handwired/ferris"` -> `"ferris/0_1"`).
+pub type Aliases = std::collections::HashMap<String, String>;
+
+/// Reads the tree's alias map; an absent or unreadable file is an empty map (the tree then
+/// simply has no aliases, as old trees did not).
+pub fn load_aliases(home: &Path) -> Aliases {
+    let Ok(text) = std::fs::read_to_string(home.join("data/mappings/keyboard_aliases.hjson"))
+    else {
+        return Aliases::new();
+    };
+    let Ok(serde_json::Value::Object(map)) = crate::hjson::parse(&text) else {
+        tracing::warn!("keyboard_aliases.hjson does not parse; no aliases");
+        return Aliases::new();
+    };
+    map.into_iter()
+        .filter_map(|(k, v)| Some((k, v.get("target")?.as_str()?.to_string())))
+        .collect()
+}
+
+/// Whether `keyboard` is a folder QMK can build: it holds a `keyboard.json`
+/// (`lib/python/qmk/path.py::is_keyboard`). Trees from before keyboard.json mark a keyboard
+/// with an `info.json` in a folder that has no keyboard below it.
+pub fn is_keyboard(home: &Path, keyboard: &str) -> bool {
+    let dir = home.join("keyboards").join(keyboard);
+    if dir.join("keyboard.json").is_file() {
         return true;
     }
-    // The alias file is hjson; a quoted key is enough to recognise an alias without parsing it.
-    std::fs::read_to_string(home.join("data/mappings/keyboard_aliases.hjson"))
-        .map(|t| t.contains(&format!("\"{keyboard}\"")) || t.contains(&format!("\n{keyboard}:")))
-        .unwrap_or(false)
+    dir.join("info.json").is_file()
+        && std::fs::read_dir(&dir).is_ok_and(|entries| {
+            !entries.flatten().any(|e| {
+                let p = e.path();
+                p.is_dir() && (p.join("info.json").is_file() || p.join("keyboard.json").is_file())
+            })
+        })
+}
+
+/// The folder QMK builds for `keyboard` (`lib/python/qmk/keyboard.py::keyboard_folder`):
+/// aliases followed until they stop, then the folder must be a keyboard. `None` for an
+/// unknown keyboard. A name (given or read from the alias file) that could escape the tree
+/// ([`safe_keyboard_name`]) is unknown too.
+pub fn resolve_keyboard(home: &Path, aliases: &Aliases, keyboard: &str) -> Option<String> {
+    let mut kb = keyboard.to_string();
+    // QMK loops until an alias points at itself; a bound keeps a cyclic file from hanging us.
+    for _ in 0..16 {
+        match aliases.get(&kb) {
+            Some(target) if target != &kb => kb = target.clone(),
+            _ => break,
+        }
+    }
+    (safe_keyboard_name(keyboard) && safe_keyboard_name(&kb) && is_keyboard(home, &kb))
+        .then_some(kb)
+}
+
+/// Keyboards below `prefix` (`planck` -> `planck/rev6`, ...), at most `limit`, for the
+/// message about an unknown keyboard.
+pub fn keyboards_below(home: &Path, prefix: &str, limit: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    if !safe_keyboard_name(prefix) {
+        return found;
+    }
+    let mut stack = vec![prefix.to_string()];
+    while let Some(kb) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(home.join("keyboards").join(&kb)) else {
+            continue;
+        };
+        let mut subs: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(|n| format!("{kb}/{n}")))
+            .filter(|n| !n.ends_with("/keymaps"))
+            .collect();
+        subs.sort();
+        for s in subs.into_iter().rev() {
+            if is_keyboard(home, &s) {
+                found.push(s);
+            } else {
+                stack.push(s);
+            }
+        }
+        if found.len() >= limit {
+            break;
+        }
+    }
+    found.sort();
+    found.truncate(limit);
+    found
 }
 
 /// Keyboard names as they may reach a path: `a-z0-9_-` segments joined by `/`.
@@ -127,15 +206,6 @@ pub fn safe_keyboard_name(kb: &str) -> bool {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
         })
-}
-
-/// Keymap names as they may reach a file name.
-pub fn safe_keymap_name(km: &str) -> bool {
-    !km.is_empty()
-        && km.len() <= 128
-        && km
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 /// QMK's build target name: `<keyboard with / as _>_<keymap>`.
@@ -228,8 +298,6 @@ mod tests {
         for bad in ["", "../x", "a//b", "/abs", "a/./b", "a b", "a\\b"] {
             assert!(!safe_keyboard_name(bad), "{bad}");
         }
-        assert!(safe_keymap_name("my-map_1"));
-        assert!(!safe_keymap_name("a/b"));
         assert_eq!(target_name("planck/rev6", "x"), "planck_rev6_x");
     }
 }

@@ -705,3 +705,112 @@ async fn lambda_batch_fails_dead_letters_and_reports_infrastructure_errors() {
     assert_eq!(failed, ["m4"]);
     assert!(!env.job(id).await.state.is_terminal());
 }
+
+/// The name a browser saves artifact `name` of job `id` under.
+async fn saved_as(env: &Env, id: JobId, name: &str) -> String {
+    env.result(id).await.download_name(name)
+}
+
+#[tokio::test]
+async fn keyboard_aliases_build_and_the_result_names_both_keyboards() {
+    // `fakealias` is an alias of `fakekb` in the fixture's keyboard_aliases.hjson, as
+    // `handwired/ferris` is of `ferris/0_1` in QMK's: the build writes `fakekb_<keymap>.hex`.
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    let mut req = good();
+    req["keyboard"] = json!("fakealias");
+    req["keymap"] = json!("mine.v2");
+    let id = env.submit(req).await;
+    worker.process(&QueueMessage { job_id: id }).await.unwrap();
+    let r = env.result(id).await;
+    assert_eq!(r.returncode, 0, "{}", r.output);
+    assert_eq!(r.keyboard, "fakealias");
+    assert_eq!(r.keyboard_folder.as_deref(), Some("fakekb"));
+    assert_eq!(r.keymap, "mine.v2");
+    assert_eq!(r.firmware_filename, "fakekb_mine.v2.hex");
+    assert!(env.artifact(id, &r.firmware_filename).starts_with(b":"));
+    assert_eq!(
+        saved_as(&env, id, &r.firmware_filename).await,
+        "fakekb_mine.v2.hex"
+    );
+}
+
+#[tokio::test]
+async fn keymap_names_the_configurator_sends_are_built_and_saved_under_their_own_name() {
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    for (km, key, saved) in [
+        ("clavier_é", "fakekb_clavier__.hex", "fakekb_clavier_é.hex"),
+        ("d'or+1", "fakekb_d_or_1.hex", "fakekb_d'or+1.hex"),
+    ] {
+        let mut req = good();
+        req["keymap"] = json!(km);
+        let id = env.submit(req).await;
+        worker.process(&QueueMessage { job_id: id }).await.unwrap();
+        let r = env.result(id).await;
+        assert_eq!(r.returncode, 0, "{km}: {}", r.output);
+        assert_eq!(r.keymap, km);
+        assert_eq!(r.firmware_filename, key);
+        assert_eq!(saved_as(&env, id, key).await, saved);
+        // The log names the user's keymap, never the internal build name.
+        assert!(
+            !r.output.contains(oven::worker::BUILD_KEYMAP),
+            "{}",
+            r.output
+        );
+    }
+}
+
+#[tokio::test]
+async fn misfits_the_tree_shows_fail_at_once_without_a_compile() {
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    let four = json!(["KC_A", "KC_B", "KC_C", "KC_D"]);
+    let cases = [
+        (
+            keymap(
+                "fakedd",
+                "k",
+                "LAYOUT_ortho_1x4",
+                json!([four, ["KC_A", "KC_B"]]),
+            ),
+            "layer_size",
+            "Layer 1 has 2 keys, but LAYOUT_ortho_1x4 on fakedd has 4",
+        ),
+        (
+            keymap("fakedd", "k", "LAYOUT_60_ansi", json!([four])),
+            "unknown_layout",
+            "The layout LAYOUT_60_ansi does not exist for fakedd. Its layouts: LAYOUT_ortho_1x4.",
+        ),
+        (
+            keymap("fake", "k", "LAYOUT", json!([four])),
+            "unknown_keyboard",
+            "Unknown keyboard! fake is not a keyboard of qmk_firmware",
+        ),
+    ];
+    for (req, class, first) in cases {
+        let id = env.submit(req).await;
+        worker.process(&QueueMessage { job_id: id }).await.unwrap();
+        let r = env.result(id).await;
+        assert_eq!(r.failure.as_deref(), Some(class), "{}", r.output);
+        assert!(r.output.starts_with(first), "{class}: {}", r.output);
+        assert_eq!(r.compile_seconds, None, "{class}: no compile was spent");
+    }
+    // The bare folder names its keyboards.
+    let id = env
+        .submit(keymap("fake", "k", "LAYOUT", json!([four])))
+        .await;
+    worker.process(&QueueMessage { job_id: id }).await.unwrap();
+    assert!(env
+        .result(id)
+        .await
+        .output
+        .ends_with("Keyboards in that folder: fake/rev1."));
+    // A layout alias of the keyboard fits.
+    let id = env
+        .submit(keymap("fakedd", "k", "LAYOUT", json!([four])))
+        .await;
+    worker.process(&QueueMessage { job_id: id }).await.unwrap();
+    let r = env.result(id).await;
+    assert_eq!(r.returncode, 0, "{}", r.output);
+}

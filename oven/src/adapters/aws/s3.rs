@@ -37,20 +37,7 @@ fn backend(e: impl std::fmt::Display) -> BackendError {
     BackendError::new(BACKEND, e)
 }
 
-/// `attachment; filename="..."` with anything that could break the quoted string replaced.
-pub fn content_disposition(file_name: &str) -> String {
-    let safe: String = file_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("attachment; filename=\"{safe}\"")
-}
+pub use crate::keymap::names::content_disposition;
 
 /// One part of a multipart upload, after planning.
 #[derive(Debug)]
@@ -509,17 +496,5 @@ mod tests {
                 assert!(*s >= MIN_PART, "{sizes:?}");
             }
         }
-    }
-
-    #[test]
-    fn content_disposition_is_quoted_safely() {
-        assert_eq!(
-            content_disposition("dz60_default.hex"),
-            "attachment; filename=\"dz60_default.hex\""
-        );
-        assert_eq!(
-            content_disposition("a\"b\\c\nd"),
-            "attachment; filename=\"a_b_c_d\""
-        );
     }
 }

@@ -1,34 +1,49 @@
 //! The keymap request of `POST /v1/compile`, validated as code.
 //!
-//! Everything a client sends ends up in generated C and on a `make` command line (contract §8.1
-//! S1, S2), so this module accepts only what it can prove harmless: an allow-list grammar for
-//! keycodes (a small recursive-descent parser), strict patterns for `keyboard`, `keymap` and
-//! `layout`, size limits everywhere, and a closed set of inert optional fields.
+//! Everything a client sends ends up in generated C, make or header text (contract §8.1 S1,
+//! S2), so this module accepts only what it can prove harmless: an allow-list grammar for
+//! keycodes ([`keycode`]), strict patterns for `keyboard` and `layout`, size limits
+//! everywhere, and for each field of QMK's keymap schema (`data/schemas/keymap.jsonschema`)
+//! either a validation that keeps it data ([`extras`], [`config`]) or a refusal with a reason.
 //!
-//! Field rules (the README lists them too):
+//! Field rules (the README's table lists them too):
 //! - `keyboard`: lower-case path segments of `[a-z0-9_-]` joined by `/`, no empty segment, no
-//!   `.` at all, at most [`MAX_KEYBOARD_LEN`] bytes.
-//! - `keymap`: `[A-Za-z0-9_-]`, 1 to [`MAX_KEYMAP_LEN`] bytes.
+//!   `.` at all, at most [`MAX_KEYBOARD_LEN`] bytes. Aliases are resolved by the worker.
+//! - `keymap`: any name of 1 to 250 characters without `/` or control characters
+//!   ([`names`]); it is only shown, never used as a path.
 //! - `layout`: `LAYOUT` or `LAYOUT_[0-9A-Za-z_]*`, at most [`MAX_LAYOUT_LEN`] bytes.
 //! - `layers`: 1 to [`MAX_LAYERS`] arrays of 0 to [`MAX_KEYS_PER_LAYER`] keycode strings.
-//! - optional `version` (integer 0..=2^31-1), `author`, `notes`, `documentation` (strings of at
-//!   most [`MAX_TEXT_LEN`] bytes, no NUL). They never reach C. A missing `documentation` gets the
-//!   default text (contract §4.4 step 6).
-//! - every other field (`config`, `macros`, `branch`, `converter`, `encoders`, ...) is rejected
-//!   with 400: they change the build, and silently dropping them would hand back a firmware the
-//!   client did not ask for.
+//! - `macros`, `encoders`, `dip_switches`, `config`, `host_language`, `converter`: see
+//!   [`extras`] and [`config`].
+//! - inert: `version` (integer 0..=2^31-1), `author`, `notes`, `documentation` (strings of at
+//!   most [`MAX_TEXT_LEN`] bytes, no NUL), `commit`, `shortcuts`. A missing `documentation`
+//!   gets the default text (contract §4.4 step 6).
+//! - refused with a reason: `keycodes` and `modules` (they bring C code or declarations a JSON
+//!   keymap cannot use safely), `branch` (Oven builds at one firmware commit), and any field
+//!   QMK's schema does not know.
 //!
-//! The normalised request (keycodes re-printed without spaces, fields in a fixed order) is what
-//! the worker compiles and what [`KeymapRequest::content_hash`] hashes for result caching.
+//! The normalised request (keycodes re-printed without spaces, `config` keys sorted, fields in
+//! a fixed order) is what the worker compiles and what [`KeymapRequest::content_hash`] hashes
+//! for result caching.
+
+pub mod config;
+mod config_paths;
+pub mod extras;
+pub mod keycode;
+pub mod names;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub use extras::{DipSwitch, EncoderEntry, MacroAction, MacroFragment};
+use keycode::canonical_keycode;
+pub use keycode::{normalize_keycode, parse_keycode, KeycodeError};
+pub use names::check_keymap;
+
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const MAX_KEYBOARD_LEN: usize = 128;
-pub const MAX_KEYMAP_LEN: usize = 64;
 pub const MAX_LAYOUT_LEN: usize = 64;
 pub const MAX_LAYERS: usize = 32;
 pub const MAX_KEYS_PER_LAYER: usize = 512;
@@ -40,7 +55,36 @@ pub const MAX_KEYCODE_DEPTH: usize = 8;
 pub const MAX_TEXT_LEN: usize = 16 * 1024;
 
 /// The optional fields Oven accepts besides keyboard/keymap/layout/layers.
-pub const OPTIONAL_FIELDS: &[&str] = &["author", "documentation", "notes", "version"];
+pub const OPTIONAL_FIELDS: &[&str] = &[
+    "author",
+    "commit",
+    "config",
+    "converter",
+    "dip_switches",
+    "documentation",
+    "encoders",
+    "host_language",
+    "macros",
+    "notes",
+    "shortcuts",
+    "version",
+];
+
+/// Fields refused on purpose, with the reason given to the client.
+pub const REFUSED_FIELDS: &[(&str, &str)] = &[
+    (
+        "keycodes",
+        "custom keycode declarations need C code to do anything, which a JSON keymap cannot carry",
+    ),
+    (
+        "modules",
+        "community modules add C code from outside the keymap to the build",
+    ),
+    (
+        "branch",
+        "Oven builds every job at one firmware commit (result.firmware_commit); branches are not offered",
+    ),
+];
 
 /// Why a request was refused: the HTTP status and the message of the contract's error shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +97,7 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         RequestError {
             code: 400,
             message: message.into(),
@@ -75,13 +119,30 @@ pub const INVALID_JSON: &str = "Invalid JSON data!";
 /// The contract's message for a hostile keyboard or keymap.
 pub const HACKER: &str = "Buzz off hacker.";
 
-/// A validated compile request.
+/// A validated compile request. Serialised, it is the keymap.json the worker hands to
+/// `qmk compile` (absent options are left out).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeymapRequest {
     pub keyboard: String,
     pub keymap: String,
     pub layout: String,
     pub layers: Vec<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoders: Option<Vec<Vec<EncoderEntry>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dip_switches: Option<Vec<DipSwitch>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macros: Option<Vec<Vec<MacroFragment>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shortcuts: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,12 +216,20 @@ impl KeymapRequest {
                 missing.join(", ")
             )));
         }
+        if let Some((field, why)) = REFUSED_FIELDS
+            .iter()
+            .find(|(f, _)| obj.get(*f).is_some_and(|v| !v.is_null()))
+        {
+            return Err(RequestError::bad(format!("{field}: not accepted: {why}")));
+        }
         if let Some(extra) = obj.keys().find(|k| {
             !matches!(k.as_str(), "keyboard" | "keymap" | "layout" | "layers")
                 && !OPTIONAL_FIELDS.contains(&k.as_str())
+                && !REFUSED_FIELDS.iter().any(|(f, _)| f == k)
         }) {
             return Err(RequestError::bad(format!(
-                "{}: field not accepted (Oven accepts keyboard, keymap, layout, layers, {})",
+                "{}: field not accepted (not in QMK's keymap schema; Oven accepts keyboard, \
+                 keymap, layout, layers, {})",
                 clip(extra),
                 OPTIONAL_FIELDS.join(", ")
             )));
@@ -169,13 +238,14 @@ impl KeymapRequest {
         let keyboard = take_string(&mut obj, "keyboard")?;
         check_keyboard(&keyboard).map_err(|e| RequestError::hacker(format!("keyboard: {e}")))?;
         let keymap = take_string(&mut obj, "keymap")?;
-        check_keymap(&keymap).map_err(|e| RequestError::hacker(format!("keymap: {e}")))?;
+        check_keymap(&keymap).map_err(|e| RequestError::bad(format!("keymap: {e}")))?;
         let layout = take_string(&mut obj, "layout")?;
         check_layout(&layout).map_err(|e| RequestError::bad(format!("layout: {e}")))?;
         let layers = check_layers(obj.remove("layers").unwrap_or(Value::Null))?;
 
-        let version = match obj.remove("version") {
-            None | Some(Value::Null) => None,
+        let mut take = |k: &str| obj.remove(k).filter(|v| !v.is_null());
+        let version = match take("version") {
+            None => None,
             Some(Value::Number(n)) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
                 Some(v) if v <= i32::MAX as u32 => Some(v),
                 _ => {
@@ -186,6 +256,18 @@ impl KeymapRequest {
             },
             Some(_) => return Err(RequestError::bad("version: must be an integer")),
         };
+        let encoders = take("encoders").map(extras::encoders).transpose()?;
+        let dip_switches = take("dip_switches").map(extras::dip_switches).transpose()?;
+        let macros = take("macros").map(extras::macros).transpose()?;
+        let config = take("config").map(config::config).transpose()?;
+        let host_language = take("host_language")
+            .map(|v| extras::host_language(&v))
+            .transpose()?;
+        let converter = take("converter")
+            .map(|v| extras::converter(&v))
+            .transpose()?;
+        let commit = take("commit").map(|v| extras::commit(&v)).transpose()?;
+        let shortcuts = take("shortcuts").map(extras::shortcuts).transpose()?;
         let author = take_text(&mut obj, "author")?;
         let notes = take_text(&mut obj, "notes")?;
         let documentation = take_text(&mut obj, "documentation")?
@@ -196,6 +278,14 @@ impl KeymapRequest {
             keymap,
             layout,
             layers,
+            encoders,
+            dip_switches,
+            macros,
+            config,
+            host_language,
+            converter,
+            commit,
+            shortcuts,
             version,
             author,
             notes,
@@ -205,47 +295,17 @@ impl KeymapRequest {
 
     /// The normalised request as JSON (what the job stores and the worker compiles).
     pub fn to_value(&self) -> Value {
-        // A struct of strings, numbers and vectors always serialises.
+        // A struct of strings, numbers, vectors and validated JSON always serialises.
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
-    /// The normalised request as JSON and its content hash, moving the strings instead of
-    /// copying them (the submit hot path).
+    /// The normalised request as JSON and its content hash (the submit hot path).
     pub fn into_parts(self) -> (Value, String) {
         let hash = self.content_hash();
-        let KeymapRequest {
-            keyboard,
-            keymap,
-            layout,
-            layers,
-            version,
-            author,
-            notes,
-            documentation,
-        } = self;
-        let mut m = Map::new();
-        m.insert("keyboard".into(), Value::String(keyboard));
-        m.insert("keymap".into(), Value::String(keymap));
-        m.insert("layout".into(), Value::String(layout));
-        let layers = layers
-            .into_iter()
-            .map(|l| Value::Array(l.into_iter().map(Value::String).collect()))
-            .collect();
-        m.insert("layers".into(), Value::Array(layers));
-        if let Some(v) = version {
-            m.insert("version".into(), Value::from(v));
-        }
-        if let Some(a) = author {
-            m.insert("author".into(), Value::String(a));
-        }
-        if let Some(n) = notes {
-            m.insert("notes".into(), Value::String(n));
-        }
-        m.insert("documentation".into(), Value::String(documentation));
-        (Value::Object(m), hash)
+        (self.to_value(), hash)
     }
 
-    /// Canonical JSON: fixed field order, compact, keycodes normalised.
+    /// Canonical JSON: fixed field order, compact, keycodes normalised, config keys sorted.
     pub fn canonical_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -262,7 +322,7 @@ pub const SKELETON_DOCUMENTATION: &str = "This file is a QMK Configurator export
 
 /// The documentation text the original inserts when the client sends none (contract §4.4).
 fn default_documentation(keyboard: &str, keymap: &str) -> String {
-    let file = format!("{}_{}.json", keyboard.replace('/', "_"), keymap);
+    let file = format!("{}.json", names::display_stem(keyboard, keymap));
     SKELETON_DOCUMENTATION.replace("{keymap}", &file)
 }
 
@@ -294,11 +354,11 @@ fn take_text(obj: &mut Map<String, Value>, key: &str) -> Result<Option<String>, 
 }
 
 /// A string shown in an error: JSON-quoted and cut short, so messages stay small and safe.
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     serde_json::to_string(&clip(s)).unwrap_or_default()
 }
 
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     const MAX: usize = 40;
     if s.len() <= MAX {
         return s.to_string();
@@ -318,7 +378,7 @@ fn unexpected(s: &str, at: usize) -> String {
     }
 }
 
-fn show_char(c: char) -> String {
+pub(crate) fn show_char(c: char) -> String {
     if c.is_ascii_graphic() || c == ' ' {
         format!("'{c}'")
     } else {
@@ -355,27 +415,6 @@ pub fn check_keyboard(kb: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Checks a keymap name: `[A-Za-z0-9_-]{1,64}`.
-pub fn check_keymap(km: &str) -> Result<(), String> {
-    if km.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if km.len() > MAX_KEYMAP_LEN {
-        return Err(format!("longer than {MAX_KEYMAP_LEN} bytes"));
-    }
-    match km
-        .bytes()
-        .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-    {
-        Some(i) => Err(format!(
-            "{} is not a keymap name: {} (allowed: A-Z a-z 0-9 _ -)",
-            quote(km),
-            unexpected(km, i)
-        )),
-        None => Ok(()),
-    }
 }
 
 /// Checks a layout macro name: `LAYOUT` or `LAYOUT_[0-9A-Za-z_]*`.
@@ -439,179 +478,6 @@ fn check_layers(value: Value) -> Result<Vec<Vec<String>>, RequestError> {
         out.push(codes);
     }
     Ok(out)
-}
-
-/// Why a keycode string does not parse; `at` is a byte offset into the string.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeycodeError {
-    #[error("empty")]
-    Empty,
-    #[error("longer than {MAX_KEYCODE_LEN} bytes")]
-    TooLong,
-    #[error("nested deeper than {MAX_KEYCODE_DEPTH} levels at {at}")]
-    TooDeep { at: usize },
-    #[error("unexpected {} at {at}", show_char(*found))]
-    Unexpected { found: char, at: usize },
-    #[error("unexpected end at {at}")]
-    UnexpectedEnd { at: usize },
-}
-
-/// Checks a keycode string against the allow-list grammar:
-///
-/// ```text
-/// keycode := ws expr ws END
-/// expr    := term (ws '|' ws term)*
-/// term    := number | ident (ws '(' ws expr (ws ',' ws expr)* ws ')')?
-/// ident   := [A-Za-z_][A-Za-z0-9_]*
-/// number  := '0' [xX] [0-9A-Fa-f]+ | [0-9]+
-/// ws      := ' '*
-/// ```
-///
-/// Spaces may only stand between tokens, and two tokens are always separated by punctuation,
-/// so a keycode without its spaces is the same keycode: that is its canonical form.
-pub fn parse_keycode(s: &str) -> Result<(), KeycodeError> {
-    if s.len() > MAX_KEYCODE_LEN {
-        return Err(KeycodeError::TooLong);
-    }
-    if s.trim_matches(' ').is_empty() {
-        return Err(KeycodeError::Empty);
-    }
-    let mut p = Parser {
-        s: s.as_bytes(),
-        src: s,
-        pos: 0,
-    };
-    p.ws();
-    p.expr(0)?;
-    p.ws();
-    if p.pos < p.s.len() {
-        return Err(p.unexpected());
-    }
-    Ok(())
-}
-
-/// Checks `s` with [`parse_keycode`] and returns its canonical form (spaces removed), reusing
-/// the string when it already is canonical.
-pub fn normalize_keycode(s: String) -> Result<String, KeycodeError> {
-    parse_keycode(&s)?;
-    Ok(canonical_keycode(s))
-}
-
-/// The canonical form of a keycode that parsed.
-fn canonical_keycode(s: String) -> String {
-    if s.contains(' ') {
-        s.replace(' ', "")
-    } else {
-        s
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    src: &'a str,
-    pos: usize,
-}
-
-impl Parser<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
-    fn ws(&mut self) {
-        while self.peek() == Some(b' ') {
-            self.pos += 1;
-        }
-    }
-
-    fn unexpected(&self) -> KeycodeError {
-        match self.src[self.pos..].chars().next() {
-            Some(found) => KeycodeError::Unexpected {
-                found,
-                at: self.pos,
-            },
-            None => KeycodeError::UnexpectedEnd { at: self.pos },
-        }
-    }
-
-    fn expr(&mut self, depth: usize) -> Result<(), KeycodeError> {
-        self.term(depth)?;
-        self.ws();
-        while self.peek() == Some(b'|') {
-            self.pos += 1;
-            self.ws();
-            self.term(depth)?;
-            self.ws();
-        }
-        Ok(())
-    }
-
-    fn term(&mut self, depth: usize) -> Result<(), KeycodeError> {
-        let start = self.pos;
-        match self.peek() {
-            Some(b'0'..=b'9') => {
-                if self.s[start..].len() > 1
-                    && self.s[start] == b'0'
-                    && matches!(self.s[start + 1], b'x' | b'X')
-                {
-                    self.pos += 2;
-                    let digits = self.pos;
-                    while self.peek().is_some_and(|b| b.is_ascii_hexdigit()) {
-                        self.pos += 1;
-                    }
-                    if self.pos == digits {
-                        return Err(self.unexpected());
-                    }
-                } else {
-                    while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                        self.pos += 1;
-                    }
-                }
-                // `1KC_A` or `0x1g` are not numbers.
-                if self
-                    .peek()
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    return Err(self.unexpected());
-                }
-                Ok(())
-            }
-            Some(b) if b.is_ascii_alphabetic() || b == b'_' => {
-                while self
-                    .peek()
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    self.pos += 1;
-                }
-                self.ws();
-                if self.peek() != Some(b'(') {
-                    return Ok(());
-                }
-                if depth + 1 > MAX_KEYCODE_DEPTH {
-                    return Err(KeycodeError::TooDeep { at: self.pos });
-                }
-                self.pos += 1;
-                self.ws();
-                self.expr(depth + 1)?;
-                loop {
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => {
-                            self.pos += 1;
-                            self.ws();
-                            self.expr(depth + 1)?;
-                        }
-                        Some(b')') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        _ => return Err(self.unexpected()),
-                    }
-                }
-                Ok(())
-            }
-            _ => Err(self.unexpected()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -709,16 +575,29 @@ mod tests {
             v["keyboard"] = json!(kb);
             assert_eq!(err(v).code, 422, "{kb}");
         }
-        for km in ["$(shell id)", "a.b", "", "a b", "k\"m", &"x".repeat(65)] {
+        // Keymap names are shown, never used as paths: QMK's names are accepted...
+        for km in [
+            "$(shell id)",
+            "mine.v2",
+            "d'or",
+            "a+b",
+            "clavier_é",
+            "a b",
+            "k\"m",
+            "..",
+        ] {
+            let mut v = req();
+            v["keymap"] = json!(km);
+            assert_eq!(KeymapRequest::from_value(v).unwrap().keymap, km);
+        }
+        // ...but not control characters, empty or over-long ones (400, naming the field).
+        for km in ["", "a\nb", "x\u{0}y", &"x".repeat(251)] {
             let mut v = req();
             v["keymap"] = json!(km);
             let e = err(v);
-            assert_eq!(e.code, 422, "{km}");
-            assert_eq!(e.message, HACKER);
+            assert_eq!(e.code, 400, "{km:?}");
+            assert!(e.message.starts_with("keymap: "), "{}", e.message);
         }
-        let mut v = req();
-        v["keymap"] = json!("$(shell id)");
-        assert!(err(v).detail.unwrap().contains("unexpected '$' at 0"));
         for layout in ["layout", "LAYOUTX", "LAYOUT_a b", "LAYOUT()"] {
             let mut v = req();
             v["layout"] = json!(layout);
@@ -798,7 +677,9 @@ mod tests {
         let mut v = req();
         v["notes"] = json!("x".repeat(MAX_TEXT_LEN + 1));
         assert!(err(v).message.starts_with("notes:"));
-        for field in ["branch", "config", "macros", "converter"] {
+        for field in [
+            "branch", "config", "macros", "encoders", "keycodes", "modules", "whatever",
+        ] {
             let mut v = req();
             v[field] = json!("x");
             let e = err(v);
@@ -817,6 +698,47 @@ mod tests {
         assert_eq!(
             KeymapRequest::from_body(deep.as_bytes()).unwrap_err().code,
             400
+        );
+    }
+
+    #[test]
+    fn every_field_of_the_configurator_bundle_is_accepted() {
+        // Shapes from qmk/qmk_configurator public/keymaps (splitkb_aurora_corne_rev1,
+        // binepad_kn01, blu_vimclutch, novelkeys_nk65_v1).
+        let mut v = req();
+        v["commit"] = json!("6b60089fc704e4fc6bb75686b725a19da6a92fa9");
+        v["author"] = json!("qmk");
+        v["config"] = json!({"features": {"oled": true, "rgb_matrix": true, "rgblight": false},
+            "encoder": {"enabled": true}, "tapping": {"term": 200, "force_hold": true}});
+        v["encoders"] = json!([[{"ccw": "KC_VOLD", "cw": "KC_VOLU"}]]);
+        v["macros"] =
+            json!([[{"action": "tap", "keycodes": ["ESC"]}, {"action": "delay", "duration": 50}]]);
+        v["host_language"] = json!("german");
+        v["shortcuts"] = json!({});
+        let r = KeymapRequest::from_value(v).unwrap();
+        let out = r.to_value();
+        assert_eq!(
+            out["macros"][0][1],
+            json!({"action": "delay", "duration": 50})
+        );
+        assert_eq!(out["encoders"][0][0]["cw"], "KC_VOLU");
+        assert_eq!(out["config"]["tapping"]["term"], 200);
+        assert_eq!(out["host_language"], "german");
+        assert_eq!(out["commit"], "6b60089fc704e4fc6bb75686b725a19da6a92fa9");
+        // Settings in another order are the same request.
+        let mut w = req();
+        w["commit"] = json!("6b60089fc704e4fc6bb75686b725a19da6a92fa9");
+        w["author"] = json!("qmk");
+        w["config"] = json!({"tapping": {"force_hold": true, "term": 200}, "encoder": {"enabled": true},
+            "features": {"rgblight": false, "rgb_matrix": true, "oled": true}});
+        w["encoders"] = json!([[{"cw": "KC_VOLU", "ccw": "KC_VOLD"}]]);
+        w["macros"] =
+            json!([[{"keycodes": ["ESC"], "action": "tap"}, {"duration": 50, "action": "delay"}]]);
+        w["host_language"] = json!("german");
+        w["shortcuts"] = json!({});
+        assert_eq!(
+            KeymapRequest::from_value(w).unwrap().content_hash(),
+            r.content_hash()
         );
     }
 

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Fidelity: does Oven build what raw `qmk compile` builds from the same keymap.json?
+
+For N keyboards chosen at random (fixed seed), takes real client input: the stock
+Configurator's bundled default keymaps (`public/keymaps/` of qmk/qmk_configurator) and the tree's
+own `keymap.json` files. Each JSON is posted to a running `oven serve` (polled to the end, the
+firmware downloaded) and compiled with raw `qmk compile -j N <same flags as Oven>` in a writable
+copy of the same tree. Per keyboard it reports: both built / both failed / differ, whether the
+firmware sha256 is equal, and Oven's end-to-end time against raw's. Keyboards that neither side
+can build with this machine's toolchains show as "both failed" with the first error line.
+
+usage: bench/fidelity.py --oven URL --raw-home DIR --configurator-keymaps DIR
+                         [--tree-keymaps] [-n 60] [--seed 1] [--jobs 2] [--out results.md]
+  --raw-home: a writable qmk_firmware tree (a copy of the one `oven serve --qmk-home` uses);
+              raw builds write .build/ and firmware files there.
+  QMK: the qmk CLI on PATH (or --qmk).
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+# The flags Oven's worker gives `qmk compile` (oven/src/worker/build.rs); raw gets the same.
+RAW_FLAGS = os.environ.get("OVEN_RAW_FLAGS", "-e SKIP_GIT=yes -e SKIP_VERSION=yes").split()
+
+
+def http(url, data=None):
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.read()
+
+
+def oven_build(base, body):
+    t0 = time.monotonic()
+    try:
+        sub = json.loads(http(f"{base}/v1/compile", body))
+    except urllib.error.HTTPError as e:
+        return {"built": False, "why": f"HTTP {e.code}: {e.read()[:200]!r}", "secs": time.monotonic() - t0}
+    job = sub["job_id"]
+    while True:
+        doc = json.loads(http(f"{base}/v1/compile/{job}"))
+        if doc["status"] in ("finished", "failed"):
+            break
+        time.sleep(0.1)
+    secs = time.monotonic() - t0
+    res = doc.get("result") or {}
+    out = {"secs": secs, "job": job, "folder": res.get("keyboard_folder"), "failure": res.get("failure")}
+    if doc["status"] == "finished" and res.get("returncode") == 0:
+        fw = http(f"{base}/v1/compile/{job}/download")
+        out.update(built=True, sha=hashlib.sha256(fw).hexdigest(), size=len(fw))
+    else:
+        text = (res.get("output") or "")
+        first = next((l for l in text.splitlines() if "error" in l.lower()), text.splitlines()[0] if text else "")
+        out.update(built=False, why=first[:160])
+    return out
+
+
+def raw_build(qmk, home, path, jobs, folder_hint):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["QMK_HOME"] = home
+    before = set(os.listdir(home))
+    t0 = time.monotonic()
+    p = subprocess.run([qmk, "compile", "-j", str(jobs), *RAW_FLAGS, path], cwd=home, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    secs = time.monotonic() - t0
+    new = [f for f in set(os.listdir(home)) - before if f.rsplit(".", 1)[-1] in ("hex", "bin", "uf2")]
+    out = {"secs": secs}
+    if p.returncode == 0 and new:
+        # QMK copies the firmware to the tree's root; one new file per build.
+        f = sorted(new)[0]
+        data = open(os.path.join(home, f), "rb").read()
+        out.update(built=True, sha=hashlib.sha256(data).hexdigest(), file=f, size=len(data))
+    else:
+        first = next((l for l in p.stdout.splitlines() if "error" in l.lower()), p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "")
+        out.update(built=False, why=first[:160])
+    for f in new:
+        os.remove(os.path.join(home, f))
+    return out
+
+
+def mcu_of(home, kb):
+    try:
+        out = subprocess.run(["qmk", "info", "-kb", kb, "-f", "json"], cwd=home, capture_output=True, text=True,
+                             env=dict(os.environ, QMK_HOME=home), timeout=60).stdout
+        return json.loads(out).get("processor", "?")
+    except Exception:  # the MCU is only a label in the table
+        return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--oven", required=True)
+    ap.add_argument("--raw-home", required=True)
+    ap.add_argument("--configurator-keymaps")
+    ap.add_argument("--tree-keymaps", action="store_true", help="also draw from the tree's keymap.json files")
+    ap.add_argument("--keyboards", help="comma-separated keyboards to use instead of a random draw")
+    ap.add_argument("-n", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--qmk", default="qmk")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+
+    pool = []
+    if a.configurator_keymaps:
+        pool += [("configurator", p) for p in sorted(glob.glob(os.path.join(a.configurator_keymaps, "**/*.json"), recursive=True))]
+    if a.tree_keymaps:
+        pool += [("tree", p) for p in sorted(glob.glob(os.path.join(a.raw_home, "keyboards/**/keymaps/*/keymap.json"), recursive=True))]
+    if not pool:
+        sys.exit("no keymaps: give --configurator-keymaps and/or --tree-keymaps")
+    if a.keyboards:
+        want = a.keyboards.split(",")
+        chosen = []
+        for kb in want:
+            for src, p in pool:
+                try:
+                    if json.load(open(p)).get("keyboard") == kb:
+                        chosen.append((src, p))
+                        break
+                except ValueError:
+                    pass
+    else:
+        random.Random(a.seed).shuffle(pool)
+        chosen, seen = [], set()
+        for src, p in pool:
+            try:
+                kb = json.load(open(p)).get("keyboard")
+            except ValueError:
+                continue
+            if kb and kb not in seen:
+                seen.add(kb)
+                chosen.append((src, p))
+            if len(chosen) == a.n:
+                break
+
+    rows = []
+    tmp = tempfile.mkdtemp()
+    for i, (src, p) in enumerate(chosen):
+        body = open(p, "rb").read()
+        kb = json.loads(body)["keyboard"]
+        o = oven_build(a.oven.rstrip("/"), body)
+        path = os.path.join(tmp, f"{i}.json")
+        open(path, "wb").write(body)
+        r = raw_build(a.qmk, a.raw_home, path, a.jobs, o.get("folder"))
+        if o["built"] and r["built"]:
+            verdict = "both built"
+        elif not o["built"] and not r["built"]:
+            verdict = "both failed"
+        else:
+            verdict = "DIFFER"
+        same = (o.get("sha") == r.get("sha")) if verdict == "both built" else None
+        row = dict(keyboard=kb, source=src, verdict=verdict, sha_equal=same, oven_s=o["secs"], raw_s=r["secs"],
+                   ratio=o["secs"] / r["secs"] if r["secs"] else None, oven=o, raw=r)
+        rows.append(row)
+        print(f"{i+1:3}/{len(chosen)} {kb:45} {verdict:12} sha_equal={same!s:5} oven {o['secs']:6.2f}s raw {r['secs']:6.2f}s"
+              + ("" if o["built"] else f"  oven: {o.get('why','')[:70]}")
+              + ("" if r["built"] else f"  raw: {r.get('why','')[:70]}"), flush=True)
+
+    built = [x for x in rows if x["verdict"] == "both built"]
+    agree = sum(1 for x in rows if x["verdict"] != "DIFFER")
+    ratios = [x["ratio"] for x in built if x["ratio"]]
+    lines = [f"# Fidelity: {len(rows)} keyboards (seed {a.seed}), flags {' '.join(RAW_FLAGS)}", "",
+             "| keyboard | source | outcome | firmware sha256 equal | Oven s | raw s | ratio | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for x in rows:
+        note = ""
+        if x["verdict"] != "both built":
+            note = (x["oven"].get("why") or x["raw"].get("why") or "").replace("|", "\\|")[:90]
+        lines.append(f"| {x['keyboard']} | {x['source']} | {x['verdict']} | {x['sha_equal'] if x['sha_equal'] is not None else '-'} "
+                     f"| {x['oven_s']:.2f} | {x['raw_s']:.2f} | {x['ratio']:.2f} | {note} |")
+    lines += ["", f"agreement: {agree}/{len(rows)}; firmware equal: {sum(1 for x in built if x['sha_equal'])}/{len(built)} of both-built;"
+              f" median Oven/raw time ratio (both built): {statistics.median(ratios):.2f}" if ratios else "no keyboard built on both sides"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        open(a.out, "w").write(text)
+    sys.exit(0 if agree == len(rows) and all(x["sha_equal"] for x in built) else 1)
+
+
+if __name__ == "__main__":
+    main()
