@@ -473,7 +473,7 @@ mod tests {
     /// What the user asked for, in the same pieces (texts joined, CR as LF like QMK).
     fn intended(frags: &[MacroFragment]) -> Vec<Piece> {
         let mut out = Vec::<Piece>::new();
-        let mut push_text = |out: &mut Vec<Piece>, t: String| match out.last_mut() {
+        let push_text = |out: &mut Vec<Piece>, t: String| match out.last_mut() {
             Some(Piece::Text(x)) => x.push_str(&t),
             _ => out.push(Piece::Text(t)),
         };

@@ -104,7 +104,7 @@ impl Worker {
     }
 
     /// A cached result for this job, its artifacts copied to the job's own keys.
-    pub(super) async fn from_cache(
+    pub(super) async fn cached_result(
         &self,
         job: &Job,
         key: &ArtifactKey,

@@ -439,7 +439,7 @@ impl Worker {
         };
         let cache_key = cache::key(&hash, &tree.commit);
         if let Some(key) = &cache_key {
-            if let Some(hit) = self.from_cache(job, key, &result).await? {
+            if let Some(hit) = self.cached_result(job, key, &result).await? {
                 return Ok(hit);
             }
         }
