@@ -356,6 +356,45 @@ async fn status_in_every_state() {
 }
 
 #[tokio::test]
+async fn downloads_are_saved_under_the_keymap_name_the_user_typed() {
+    // The Configurator sends the typed name (lower-cased, spaces replaced): the stored file
+    // keeps to ASCII, the browser is told the typed name (RFC 6266 filename*).
+    let e = env();
+    let id = submit(&e).await;
+    start(&e, id).await;
+    let mut result = finished_result(id, true);
+    result.keyboard = "handwired/ferris".into();
+    result.keyboard_folder = Some("ferris/0_1".into());
+    result.keymap = "clavier_é.v2".into();
+    result.firmware_filename = "ferris_0_1_clavier__.v2.hex".into();
+    let firmware = Bytes::from_static(b":00000001FF\n");
+    e.storage
+        .artifacts
+        .put(
+            &ArtifactKey::for_job(id, &result.firmware_filename).unwrap(),
+            ArtifactBody::Bytes(firmware.clone()),
+            &ArtifactMeta {
+                content_type: "text/plain".into(),
+                file_name: result.firmware_filename.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    finish(&e, id, result).await;
+    let a = get(&e.router, &format!("/v1/compile/{id}/download")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, firmware);
+    assert_eq!(
+        a.header("content-disposition"),
+        "attachment; filename=\"ferris_0_1_clavier__.v2.hex\"; filename*=UTF-8''ferris_0_1_clavier_%C3%A9.v2.hex"
+    );
+    let s = get(&e.router, &format!("/v1/compile/{id}")).await.json();
+    assert_eq!(s["result"]["keyboard"], "handwired/ferris");
+    assert_eq!(s["result"]["keyboard_folder"], "ferris/0_1");
+    check_spec("GET", "/v1/compile/{id}", StatusCode::OK, &s);
+}
+
+#[tokio::test]
 async fn downloads_stream_with_their_file_names() {
     let e = env();
     let id = submit(&e).await;

@@ -629,4 +629,25 @@ pub async fn artifacts_download(store: &impl ArtifactStore) {
             );
         }
     }
+
+    // A keymap name as the Configurator sends it: the browser saves the typed name (RFC 6266
+    // `filename*`), the stored key stays ASCII.
+    let typed = meta("dz60_clavier_é'v2.hex", "application/octet-stream");
+    match store.download(&key, &typed).await.unwrap() {
+        Download::File { meta, .. } | Download::Pieces { meta, .. } => assert_eq!(meta, typed),
+        Download::Redirect(url) => {
+            let (status, headers, _) = tokio::task::spawn_blocking(move || curl(&url))
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            let cd = headers
+                .iter()
+                .find(|(k, _)| k == "content-disposition")
+                .map(|(_, v)| v.clone());
+            assert_eq!(
+                cd.as_deref(),
+                Some(crate::keymap::names::content_disposition("dz60_clavier_é'v2.hex").as_str())
+            );
+        }
+    }
 }
