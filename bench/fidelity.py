@@ -16,6 +16,7 @@ usage: bench/fidelity.py --oven URL --raw-home DIR --configurator-keymaps DIR
   QMK: the qmk CLI on PATH (or --qmk).
 """
 import argparse
+import concurrent.futures
 import glob
 import hashlib
 import json
@@ -107,6 +108,9 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--qmk", default="qmk")
     ap.add_argument("--out")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="run the Oven job and the raw build at the same time (half the wall time; "
+                         "both compete for the same cores, so the time ratio stays comparable)")
     a = ap.parse_args()
 
     pool = []
@@ -146,10 +150,16 @@ def main():
     for i, (src, p) in enumerate(chosen):
         body = open(p, "rb").read()
         kb = json.loads(body)["keyboard"]
-        o = oven_build(a.oven.rstrip("/"), body)
         path = os.path.join(tmp, f"{i}.json")
         open(path, "wb").write(body)
-        r = raw_build(a.qmk, a.raw_home, path, a.jobs, o.get("folder"))
+        if a.side_by_side:
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                fo = pool.submit(oven_build, a.oven.rstrip("/"), body)
+                fr = pool.submit(raw_build, a.qmk, a.raw_home, path, a.jobs, None)
+                o, r = fo.result(), fr.result()
+        else:
+            o = oven_build(a.oven.rstrip("/"), body)
+            r = raw_build(a.qmk, a.raw_home, path, a.jobs, o.get("folder"))
         if o["built"] and r["built"]:
             verdict = "both built"
         elif not o["built"] and not r["built"]:
@@ -167,7 +177,9 @@ def main():
     built = [x for x in rows if x["verdict"] == "both built"]
     agree = sum(1 for x in rows if x["verdict"] != "DIFFER")
     ratios = [x["ratio"] for x in built if x["ratio"]]
-    lines = [f"# Fidelity: {len(rows)} keyboards (seed {a.seed}), flags {' '.join(RAW_FLAGS)}", "",
+    load = open("/proc/loadavg").read().split()[0]
+    lines = [f"# Fidelity: {len(rows)} keyboards (seed {a.seed}), flags {' '.join(RAW_FLAGS)}, "
+             f"{'side by side' if a.side_by_side else 'one after the other'}, load {load} at the end", "",
              "| keyboard | source | outcome | firmware sha256 equal | Oven s | raw s | ratio | note |",
              "|---|---|---|---|---|---|---|---|"]
     for x in rows:

@@ -97,7 +97,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ApiConfig::new(&public_url, &keyboards_url);
     config.keyboards_dir = args.keyboards_dir.clone();
 
+    let mut worker = WorkerConfig::from_env(args.qmk_home.as_deref());
     let mut app = App::local(&storage, config);
+    // Misfits the tree can see are answered at submit, not after the queue.
+    app.submit_check = oven::worker::SubmitPrecheck::new(&worker)
+        .map(|c| Arc::new(c) as Arc<dyn oven::http::SubmitCheck>);
     if args.bench_two_writes {
         app.submitter = None;
     }
@@ -121,7 +125,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything `serve` runs, side by side; the first to stop ends the process.
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     tasks.spawn(async move { axum::serve(listener, router).await.context("HTTP server") });
-    let mut worker = WorkerConfig::from_env(args.qmk_home.as_deref());
     worker.public_url = public_url.trim_end_matches('/').to_string();
     // Under the data dir, so warm build state outlives a restart.
     worker.work_root = args.data_dir.join("work");

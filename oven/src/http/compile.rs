@@ -35,9 +35,11 @@ pub async fn submit(State(app): State<Shared>, req: Request) -> Response {
     let id = JobId::new();
     let (request, hash) = request.into_parts();
     let job = Job::queued(id, request, hash, Millis::now(), app.config.retention);
-    let submitted = match &app.submitter {
-        Some(s) => s.submit(&job).await,
-        None => store_then_send(&app, &job).await,
+    let refused = app.submit_check.as_ref().and_then(|c| c.refuse(&job));
+    let submitted = match (refused, &app.submitter) {
+        (Some(result), _) => store_finished(&app, &job, result).await,
+        (None, Some(s)) => s.submit(&job).await,
+        (None, None) => store_then_send(&app, &job).await,
     };
     if let Err(e) = submitted {
         tracing::error!(job_id = %id, error = %e, "submit failed");
@@ -50,6 +52,41 @@ pub async fn submit(State(app): State<Shared>, req: Request) -> Response {
     body.extend_from_slice(id.to_string().as_bytes());
     body.extend_from_slice(b"\"}");
     json_bytes(StatusCode::OK, body)
+}
+
+/// A job refused before compiling: stored, started and finished with its result at once
+/// (the same state changes a worker makes), never queued. If finishing fails after the job
+/// was stored, its message is sent after all, so the worker (which checks the same way) ends
+/// it: a stored job is never left queued without a message.
+async fn store_finished(app: &Shared, job: &Job, result: JobResult) -> Result<(), SubmitError> {
+    app.jobs
+        .create(job)
+        .await
+        .map_err(|e| SubmitError::Store(e.to_string()))?;
+    let now = Millis::now();
+    let start = Transition::Start {
+        at: now,
+        lease_until: now.plus(std::time::Duration::from_secs(60)),
+    };
+    let finished = match app.jobs.transition(job.id, start).await {
+        Ok(started) => {
+            let finish = Transition::Finish {
+                at: Millis::now(),
+                attempt: started.attempt,
+                result,
+            };
+            app.jobs.transition(job.id, finish).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = finished {
+        tracing::warn!(job = %job.id, error = %e, "could not finish a refused job; queueing it");
+        app.queue
+            .send(&QueueMessage { job_id: job.id })
+            .await
+            .map_err(|e| SubmitError::Queue(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// The generic submit: create, then send; a failed send turns the job `failed`.

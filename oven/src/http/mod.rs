@@ -240,6 +240,12 @@ pub enum SubmitError {
     Queue(String),
 }
 
+/// Problems a submit can refuse before a job reaches the queue (see
+/// `worker::SubmitPrecheck`): `Some(result)` is the finished result the job gets at once.
+pub trait SubmitCheck: Send + Sync + 'static {
+    fn refuse(&self, job: &Job) -> Option<crate::job::JobResult>;
+}
+
 /// Everything the handlers share.
 pub struct App {
     pub jobs: Arc<dyn JobStore>,
@@ -249,6 +255,8 @@ pub struct App {
     pub queue_insight: Option<Arc<dyn QueueInsight>>,
     /// `None`: store, then enqueue (see [`Submitter`]).
     pub submitter: Option<Arc<dyn Submitter>>,
+    /// Pre-compile checks at submit time, where the tree is at hand (`oven serve`).
+    pub submit_check: Option<Arc<dyn SubmitCheck>>,
     pub config: ApiConfig,
 }
 
@@ -266,6 +274,7 @@ impl App {
             keyboards: None,
             queue_insight: None,
             submitter: None,
+            submit_check: None,
             config,
         }
     }

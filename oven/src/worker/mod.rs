@@ -200,6 +200,123 @@ fn finish_metrics(job: &Job, result: &JobResult) -> Vec<Metric> {
     out
 }
 
+/// The result fields every finished job has (contract §6.3), before the build.
+fn base_result(job: &Job, tree: Option<&TreeInfo>) -> JobResult {
+    let req = &job.request;
+    let (kb, km) = (request_str(req, "keyboard"), request_str(req, "keymap"));
+    let keymap_archive = format!(
+        "{}.json",
+        names::ascii_component(&format!("{}-{km}", kb.replace('/', "-")))
+    );
+    JobResult {
+        id: job.id.to_string(),
+        keyboard: kb.to_string(),
+        keymap: km.to_string(),
+        layout: request_str(req, "layout").to_string(),
+        returncode: -2,
+        output: "Unknown error".into(),
+        firmware: None,
+        firmware_filename: String::new(),
+        source_archive: format!(
+            "{}.zip",
+            names::ascii_component(&format!("qmk_firmware-{}-{km}", kb.replace('/', "-")))
+        ),
+        keymap_json: serde_json::to_string(req).unwrap_or_default(),
+        command: vec!["qmk".into(), "compile".into(), keymap_archive.clone()],
+        keymap_archive,
+        public_firmware: false,
+        firmware_commit: tree.map(|t| t.commit.clone()),
+        toolchains: tree.map(|t| t.toolchains.clone()),
+        queue_seconds: job
+            .started_at
+            .map(|s| s.seconds_since(job.created_at).max(0.0)),
+        ..Default::default()
+    }
+}
+
+
+/// What the tree shows about a job before compiling (see [`precheck`]): the keyboard
+/// folder QMK will build, or why the job cannot be built, in words for the user.
+fn precheck_job(tree: Option<&TreeInfo>, job: &Job) -> Result<String, Refused> {
+    let Some(tree) = tree else {
+        return Err(Refused {
+            returncode: returncode::NOT_BUILDABLE,
+            failure: "no_qmk_tree",
+            message: tree::NO_TREE_MESSAGE.into(),
+            keyboard_folder: None,
+        });
+    };
+    let kb = request_str(&job.request, "keyboard");
+    let Some(folder) = tree::resolve_keyboard(&tree.home, &tree.aliases, kb) else {
+        let below = tree::keyboards_below(&tree.home, kb, 8);
+        let hint = if below.is_empty() {
+            String::new()
+        } else {
+            format!(" Keyboards in that folder: {}.", below.join(", "))
+        };
+        return Err(Refused {
+            returncode: returncode::UNKNOWN_KEYBOARD,
+            failure: "unknown_keyboard",
+            message: format!(
+                "Unknown keyboard! {kb} is not a keyboard of qmk_firmware {} (nor an alias \
+                 of one).{hint}",
+                tree.commit.get(..10).unwrap_or(&tree.commit)
+            ),
+            keyboard_folder: None,
+        });
+    };
+    precheck::check(&tree.home, &folder, &job.request)
+        .map(|()| folder.clone())
+        .map_err(|r| Refused {
+            returncode: returncode::NOT_BUILDABLE,
+            failure: r.failure,
+            message: r.message,
+            keyboard_folder: Some(folder),
+        })
+}
+
+
+/// The finished result of a job refused before compiling.
+fn refused_result(job: &Job, tree: Option<&TreeInfo>, refused: Refused) -> JobResult {
+    let mut result = base_result(job, tree);
+    result.returncode = refused.returncode;
+    result.output = refused.message;
+    result.failure = Some(refused.failure.into());
+    result.keyboard_folder = refused.keyboard_folder;
+    result
+}
+
+/// The tree's pre-compile checks at submit time, for a runner that has the tree next to its
+/// API (`oven serve`): a job the tree refuses is finished at once with the same result the
+/// worker would give it, without waiting behind other compiles in the queue.
+pub struct SubmitPrecheck {
+    tree: TreeInfo,
+}
+
+impl SubmitPrecheck {
+    /// `None` without a tree (then every job goes to the worker, which says so).
+    pub fn new(cfg: &WorkerConfig) -> Option<SubmitPrecheck> {
+        let home = cfg.qmk_home.as_ref()?;
+        Some(SubmitPrecheck {
+            tree: TreeInfo {
+                home: home.clone(),
+                commit: tree::firmware_commit(home),
+                toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
+                ccache: false,
+                aliases: Arc::new(tree::load_aliases(home)),
+            },
+        })
+    }
+}
+
+impl crate::http::SubmitCheck for SubmitPrecheck {
+    fn refuse(&self, job: &Job) -> Option<JobResult> {
+        precheck_job(Some(&self.tree), job)
+            .err()
+            .map(|refused| refused_result(job, Some(&self.tree), refused))
+    }
+}
+
 impl Worker {
     pub fn new(
         store: Arc<dyn JobStore>,
@@ -244,36 +361,7 @@ impl Worker {
 
     /// The result fields every finished job has (contract §6.3), before the build.
     fn base_result(&self, job: &Job) -> JobResult {
-        let req = &job.request;
-        let (kb, km) = (request_str(req, "keyboard"), request_str(req, "keymap"));
-        let keymap_archive = format!(
-            "{}.json",
-            names::ascii_component(&format!("{}-{km}", kb.replace('/', "-")))
-        );
-        JobResult {
-            id: job.id.to_string(),
-            keyboard: kb.to_string(),
-            keymap: km.to_string(),
-            layout: request_str(req, "layout").to_string(),
-            returncode: -2,
-            output: "Unknown error".into(),
-            firmware: None,
-            firmware_filename: String::new(),
-            source_archive: format!(
-                "{}.zip",
-                names::ascii_component(&format!("qmk_firmware-{}-{km}", kb.replace('/', "-")))
-            ),
-            keymap_json: serde_json::to_string(req).unwrap_or_default(),
-            command: vec!["qmk".into(), "compile".into(), keymap_archive.clone()],
-            keymap_archive,
-            public_firmware: false,
-            firmware_commit: self.tree.as_ref().map(|t| t.commit.clone()),
-            toolchains: self.tree.as_ref().map(|t| t.toolchains.clone()),
-            queue_seconds: job
-                .started_at
-                .map(|s| s.seconds_since(job.created_at).max(0.0)),
-            ..Default::default()
-        }
+        base_result(job, self.tree.as_ref())
     }
 
     /// Handles one queue message. `Ok` means: acknowledge it. Everything it logs carries the
@@ -370,44 +458,8 @@ impl Worker {
         Ok(*base)
     }
 
-    /// What the tree shows about a job before compiling (see [`precheck`]): the keyboard
-    /// folder QMK will build, or why the job cannot be built, in words for the user.
     fn precheck(&self, job: &Job) -> Result<String, Refused> {
-        let Some(tree) = &self.tree else {
-            return Err(Refused {
-                returncode: returncode::NOT_BUILDABLE,
-                failure: "no_qmk_tree",
-                message: tree::NO_TREE_MESSAGE.into(),
-                keyboard_folder: None,
-            });
-        };
-        let kb = request_str(&job.request, "keyboard");
-        let Some(folder) = tree::resolve_keyboard(&tree.home, &tree.aliases, kb) else {
-            let below = tree::keyboards_below(&tree.home, kb, 8);
-            let hint = if below.is_empty() {
-                String::new()
-            } else {
-                format!(" Keyboards in that folder: {}.", below.join(", "))
-            };
-            return Err(Refused {
-                returncode: returncode::UNKNOWN_KEYBOARD,
-                failure: "unknown_keyboard",
-                message: format!(
-                    "Unknown keyboard! {kb} is not a keyboard of qmk_firmware {} (nor an alias \
-                     of one).{hint}",
-                    tree.commit.get(..10).unwrap_or(&tree.commit)
-                ),
-                keyboard_folder: None,
-            });
-        };
-        precheck::check(&tree.home, &folder, &job.request)
-            .map(|()| folder.clone())
-            .map_err(|r| Refused {
-                returncode: returncode::NOT_BUILDABLE,
-                failure: r.failure,
-                message: r.message,
-                keyboard_folder: Some(folder),
-            })
+        precheck_job(self.tree.as_ref(), job)
     }
 
     /// Builds (or finds in the cache) the result of a started job; stores its artifacts.
@@ -422,13 +474,7 @@ impl Worker {
         };
         let folder = match self.precheck(job) {
             Ok(folder) => folder,
-            Err(refused) => {
-                result.returncode = refused.returncode;
-                result.output = refused.message;
-                result.failure = Some(refused.failure.into());
-                result.keyboard_folder = refused.keyboard_folder;
-                return Ok(result);
-            }
+            Err(refused) => return Ok(refused_result(job, Some(&tree), refused)),
         };
         result.keyboard_folder = Some(folder.clone());
 

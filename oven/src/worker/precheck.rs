@@ -129,8 +129,9 @@ pub fn check(home: &Path, keyboard: &str, request: &Value) -> Result<(), Rejecti
                 return reject(
                     "layer_size",
                     format!(
-                        "Layer {i} has {n} keys, but {layout} on {keyboard} has {count}: \
-                         every layer must have exactly one keycode per key (layers[{i}])."
+                        "Layer {i} has {n} key{}, but {layout} on {keyboard} has {count}: \
+                         every layer must have exactly one keycode per key (layers[{i}]).",
+                        if n == 1 { "" } else { "s" }
                     ),
                 );
             }

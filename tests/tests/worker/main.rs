@@ -814,3 +814,68 @@ async fn misfits_the_tree_shows_fail_at_once_without_a_compile() {
     let r = env.result(id).await;
     assert_eq!(r.returncode, 0, "{}", r.output);
 }
+
+#[tokio::test]
+async fn misfits_are_answered_at_submit_without_queueing() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use oven::http::{ApiConfig, App, SubmitCheck};
+    use tower::ServiceExt;
+
+    let env = Env::new();
+    let mut app = App::local(
+        &env.storage,
+        ApiConfig::new("https://oven.example", "https://keyboards.example"),
+    );
+    app.submit_check = oven::worker::SubmitPrecheck::new(&env.cfg())
+        .map(|c| Arc::new(c) as Arc<dyn SubmitCheck>);
+    let router = oven::http::router(app);
+    let call = |method: &str, uri: String, body: Value| {
+        let router = router.clone();
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(if body.is_null() {
+                Body::empty()
+            } else {
+                Body::from(body.to_string())
+            })
+            .unwrap();
+        async move {
+            let res = router.oneshot(req).await.unwrap();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        }
+    };
+    let misfit = keymap(
+        "fakedd",
+        "k",
+        "LAYOUT_ortho_1x4",
+        json!([["KC_A", "KC_B", "KC_C", "KC_D"], ["KC_A"]]),
+    );
+    let sub = call("POST", "/v1/compile".into(), misfit).await;
+    assert_eq!(sub["enqueued"], true, "{sub}");
+    let id = sub["job_id"].as_str().unwrap().to_string();
+    // No worker runs: the answer is there at once, and nothing was queued.
+    let doc = call("GET", format!("/v1/compile/{id}"), Value::Null).await;
+    assert_eq!(doc["status"], "finished", "{doc}");
+    assert_eq!(doc["is_failed"], true);
+    assert_eq!(doc["result"]["failure"], "layer_size");
+    assert!(doc["result"]["output"]
+        .as_str()
+        .unwrap()
+        .starts_with("Layer 1 has 1 key, but LAYOUT_ortho_1x4 on fakedd has 4"));
+    assert_eq!(env.queue.waiting().await.unwrap(), 0);
+    // A keymap that fits is queued as always.
+    let fits = keymap("fakedd", "k", "LAYOUT", json!([["KC_A", "KC_B", "KC_C", "KC_D"]]));
+    let sub = call("POST", "/v1/compile".into(), fits).await;
+    let doc = call(
+        "GET",
+        format!("/v1/compile/{}", sub["job_id"].as_str().unwrap()),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(doc["status"], "queued", "{doc}");
+    assert_eq!(env.queue.waiting().await.unwrap(), 1);
+}
