@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -72,11 +73,12 @@ def raw_build(qmk, home, path, jobs, folder_hint):
     p = subprocess.run([qmk, "compile", "-j", str(jobs), *RAW_FLAGS, path], cwd=home, env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     secs = time.monotonic() - t0
-    new = [f for f in set(os.listdir(home)) - before if f.rsplit(".", 1)[-1] in ("hex", "bin", "uf2")]
+    # QMK copies the firmware to the tree's root and says which file it copied.
+    copied = re.findall(r"Copying (\S+\.(?:hex|bin|uf2)) to qmk_firmware folder", strip_ansi(p.stdout))
+    new = [f for f in copied if f in set(os.listdir(home)) - before]
     out = {"secs": secs}
     if p.returncode == 0 and new:
-        # QMK copies the firmware to the tree's root; one new file per build.
-        f = sorted(new)[0]
+        f = new[-1]
         data = open(os.path.join(home, f), "rb").read()
         out.update(built=True, sha=hashlib.sha256(data).hexdigest(), file=f, size=len(data))
     else:
@@ -85,6 +87,10 @@ def raw_build(qmk, home, path, jobs, folder_hint):
     for f in new:
         os.remove(os.path.join(home, f))
     return out
+
+
+def strip_ansi(text):
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def mcu_of(home, kb):

@@ -234,7 +234,6 @@ fn base_result(job: &Job, tree: Option<&TreeInfo>) -> JobResult {
     }
 }
 
-
 /// What the tree shows about a job before compiling (see [`precheck`]): the keyboard
 /// folder QMK will build, or why the job cannot be built, in words for the user.
 fn precheck_job(tree: Option<&TreeInfo>, job: &Job) -> Result<String, Refused> {
@@ -274,7 +273,6 @@ fn precheck_job(tree: Option<&TreeInfo>, job: &Job) -> Result<String, Refused> {
             keyboard_folder: Some(folder),
         })
 }
-
 
 /// The finished result of a job refused before compiling.
 fn refused_result(job: &Job, tree: Option<&TreeInfo>, refused: Refused) -> JobResult {

@@ -156,7 +156,10 @@ pub fn resolve_keyboard(home: &Path, aliases: &Aliases, keyboard: &str) -> Optio
             _ => break,
         }
     }
-    (safe_keyboard_name(keyboard) && safe_keyboard_name(&kb) && is_keyboard(home, &kb))
+    // A target may end in `/` (`matchstickworks/southpad/rev2/`): QMK keeps it as written
+    // (it becomes part of the firmware's file name), so it is kept here too.
+    let folder = kb.strip_suffix('/').unwrap_or(&kb);
+    (safe_keyboard_name(keyboard) && safe_keyboard_name(folder) && is_keyboard(home, folder))
         .then_some(kb)
 }
 

@@ -827,8 +827,8 @@ async fn misfits_are_answered_at_submit_without_queueing() {
         &env.storage,
         ApiConfig::new("https://oven.example", "https://keyboards.example"),
     );
-    app.submit_check = oven::worker::SubmitPrecheck::new(&env.cfg())
-        .map(|c| Arc::new(c) as Arc<dyn SubmitCheck>);
+    app.submit_check =
+        oven::worker::SubmitPrecheck::new(&env.cfg()).map(|c| Arc::new(c) as Arc<dyn SubmitCheck>);
     let router = oven::http::router(app);
     let call = |method: &str, uri: String, body: Value| {
         let router = router.clone();
@@ -868,7 +868,12 @@ async fn misfits_are_answered_at_submit_without_queueing() {
         .starts_with("Layer 1 has 1 key, but LAYOUT_ortho_1x4 on fakedd has 4"));
     assert_eq!(env.queue.waiting().await.unwrap(), 0);
     // A keymap that fits is queued as always.
-    let fits = keymap("fakedd", "k", "LAYOUT", json!([["KC_A", "KC_B", "KC_C", "KC_D"]]));
+    let fits = keymap(
+        "fakedd",
+        "k",
+        "LAYOUT",
+        json!([["KC_A", "KC_B", "KC_C", "KC_D"]]),
+    );
     let sub = call("POST", "/v1/compile".into(), fits).await;
     let doc = call(
         "GET",
@@ -878,4 +883,66 @@ async fn misfits_are_answered_at_submit_without_queueing() {
     .await;
     assert_eq!(doc["status"], "queued", "{doc}");
     assert_eq!(env.queue.waiting().await.unwrap(), 1);
+}
+
+/// Every alias of a real tree resolves to the folder QMK's own `keyboard_folder` gives, and
+/// every layout of the Configurator's bundled keymaps on that tree passes the pre-compile
+/// checks: nothing QMK builds is refused (opt-in: OVEN_QMK_HOME, with `qmk` on PATH).
+#[test]
+fn real_tree_aliases_resolve_as_qmk_resolves_them() {
+    let Some(home) = std::env::var_os(oven::config::TEST_QMK_HOME).map(PathBuf::from) else {
+        eprintln!("skipped: set OVEN_QMK_HOME to a qmk_firmware tree");
+        return;
+    };
+    // The qmk CLI's own interpreter has QMK's Python dependencies.
+    let qmk = std::process::Command::new("sh")
+        .args(["-c", "command -v qmk"])
+        .output()
+        .unwrap();
+    let qmk = String::from_utf8(qmk.stdout).unwrap().trim().to_string();
+    let shebang = std::fs::read_to_string(&qmk).unwrap();
+    let python = shebang
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("#!")
+        .trim();
+    let script = r#"
+import json, os, sys
+sys.path.insert(0, 'lib/python')
+from milc import cli
+import qmk.keyboard
+out = {}
+for a in qmk.keyboard.keyboard_alias_definitions():
+    try:
+        out[a] = qmk.keyboard.keyboard_folder(a)
+    except Exception:
+        out[a] = None
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .current_dir(&home)
+        .env("ORIG_CWD", &home)
+        .env("QMK_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let qmk_says: std::collections::BTreeMap<String, Option<String>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let aliases = oven::worker::tree::load_aliases(&home);
+    assert_eq!(aliases.len(), qmk_says.len());
+    let mut differ = Vec::new();
+    for (alias, folder) in &qmk_says {
+        let ours = oven::worker::tree::resolve_keyboard(&home, &aliases, alias);
+        if &ours != folder {
+            differ.push(format!("{alias}: qmk {folder:?}, oven {ours:?}"));
+        }
+    }
+    assert!(differ.is_empty(), "{} differ: {:?}", differ.len(), differ);
+    eprintln!("{} aliases resolve as QMK resolves them", qmk_says.len());
 }
