@@ -282,9 +282,15 @@ impl Plan {
     }
 }
 
+/// The command as a user would type it, without the `-c` options every git call carries.
 fn describe(c: &Command) -> String {
     let mut s = c.get_program().to_string_lossy().into_owned();
-    for a in c.get_args() {
+    let mut args = c.get_args().peekable();
+    while let Some(a) = args.next() {
+        if a == "-c" {
+            args.next();
+            continue;
+        }
         s.push(' ');
         s.push_str(&a.to_string_lossy());
     }
@@ -778,7 +784,9 @@ fn toolchain_step(
                 for cmd in cmds {
                     say(out, format!("  running: {}", cmd.join(" ")));
                     let mut c = Command::new(&cmd[0]);
-                    c.args(&cmd[1..]).stdin(Stdio::null());
+                    c.args(&cmd[1..])
+                        .env("DEBIAN_FRONTEND", "noninteractive")
+                        .stdin(Stdio::null());
                     run(c, "")?;
                 }
                 report.changed.push("toolchains".into());

@@ -151,8 +151,11 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
     out
 }
 
+/// `oven` run in `home` (also its HOME), with the default data directory `.oven` as a user
+/// following the README would have it.
 fn oven(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_oven"));
+    c.current_dir(home);
     // Nothing of this machine's QMK setup may be found instead of the data directory's.
     c.env_remove("QMK_HOME")
         .env_remove("OVEN_QMK_BIN")
@@ -199,12 +202,10 @@ fn setup_from_a_mirror_twice_then_serve_compiles() {
     let root = root.path();
     let commit = make_mirror(root);
     write_wheel(&root.join("wheels"));
-    let data = root.join("data");
+    let data = root.join(".oven");
     let setup = |label: &str| {
         let out = oven(root)
             .arg("setup")
-            .arg("--data-dir")
-            .arg(&data)
             .arg("--from")
             .arg(root.join("mirror/qmk/qmk_firmware"))
             .args(["--commit", &commit])
@@ -258,8 +259,6 @@ fn setup_from_a_mirror_twice_then_serve_compiles() {
     // Serve with no --qmk-home: the data directory's tree and the venv's qmk are used.
     let mut child = oven(root)
         .arg("serve")
-        .arg("--data-dir")
-        .arg(&data)
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

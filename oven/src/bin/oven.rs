@@ -119,8 +119,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ApiConfig::new(&public_url, &keyboards_url);
     config.keyboards_dir = args.keyboards_dir.clone();
     let setup_tree = layout.ready_tree();
-    let home =
-        oven::worker::tree::find_qmk_home_in(args.qmk_home.as_deref(), setup_tree.as_deref());
+    // Absolute: builds run in their job directory, and the tree's overlay links into it.
+    let explicit = args
+        .qmk_home
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()?;
+    let home = oven::worker::tree::find_qmk_home_in(explicit.as_deref(), setup_tree.as_deref());
     let mut worker = WorkerConfig::from_env(home.as_deref());
     // The setup tree builds with the setup venv's qmk, unless OVEN_QMK_BIN names another.
     if worker.qmk_home.is_some() && worker.qmk_home == setup_tree {
@@ -163,7 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tasks.spawn(async move { axum::serve(listener, router).await.context("HTTP server") });
     worker.public_url = public_url.trim_end_matches('/').to_string();
     // Under the data dir, so warm build state outlives a restart.
-    worker.work_root = args.data_dir.join("work");
+    worker.work_root = std::path::absolute(args.data_dir.join("work"))?;
     match &worker.qmk_home {
         Some(home) => println!("oven: compiling in {}", home.display()),
         None => println!("oven: {}", oven::worker::tree::NO_TREE_MESSAGE),
