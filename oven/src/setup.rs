@@ -424,12 +424,14 @@ fn tree_step(
     report: &mut Report,
 ) -> Result<(), SetupError> {
     let io = |e| SetupError::Io(dir.display().to_string(), e);
-    if dir.exists() && !dir.join(".git").exists() {
-        if std::fs::read_dir(dir).map_err(io)?.next().is_some() {
-            return Err(SetupError::NotACheckout {
-                dir: dir.display().to_string(),
-            });
-        }
+    // An empty directory is fine to start in; anything else is someone else's.
+    if dir.exists()
+        && !dir.join(".git").exists()
+        && std::fs::read_dir(dir).map_err(io)?.next().is_some()
+    {
+        return Err(SetupError::NotACheckout {
+            dir: dir.display().to_string(),
+        });
     }
     if !dir.join(".git").exists() {
         std::fs::create_dir_all(dir).map_err(io)?;

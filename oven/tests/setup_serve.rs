@@ -292,6 +292,17 @@ fn setup_from_a_mirror_twice_then_serve_compiles() {
     let (status, body) = http(&addr, "GET", "/v1/healthcheck", None);
     assert_eq!(status, 200);
     let health = json_of(&body);
+    // The added fields are in the published schema (which allows no others).
+    let spec: Value = serde_json::from_str(oven::http::OPENAPI_JSON).unwrap();
+    let mut schema = spec.clone();
+    schema["$ref"] = json!("#/components/schemas/Health");
+    schema.as_object_mut().unwrap().remove("paths");
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&health)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{health}");
     assert_eq!(health["firmware_commit"], commit.as_str());
     assert_eq!(health["toolchains"]["qmk"], "1.1.8-fakeqmk");
     assert!(health["toolchains"]["avr-gcc"].is_string(), "{health}");
