@@ -523,7 +523,12 @@ fn tree_step(
     }
     say(out, format!("  checking out {}", &plan.commit[..12]));
     let mut c = plan.git(dir);
-    c.args(["checkout", "-q", "--detach", &plan.commit]);
+    c.args(["checkout", "-q", "--detach"]);
+    if head.is_none() {
+        // Nothing was ever checked out here: files left by an interrupted checkout are ours.
+        c.arg("--force");
+    }
+    c.arg(&plan.commit);
     run(c, "")?;
     report.changed.push("qmk_firmware checkout".into());
     Ok(())
