@@ -468,7 +468,15 @@ fn tree_step(
             "--ignore-submodules=all",
         ]);
         let text = output(c)?;
-        let files: Vec<&str> = text.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
+        // `XY path` lines (the first one's leading space is trimmed away with the output's).
+        let files: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                l.trim_start()
+                    .split_once(' ')
+                    .map_or(l, |(_, p)| p.trim_start())
+            })
+            .collect();
         (!files.is_empty()).then(|| {
             let more = files.len().saturating_sub(5);
             let mut s = files[..files.len().min(5)].join(", ");

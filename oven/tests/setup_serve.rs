@@ -256,6 +256,18 @@ fn setup_from_a_mirror_twice_then_serve_compiles() {
         .collect();
     assert!(differ.is_empty(), "the second run changed {differ:?}");
 
+    // Local changes to the tree are the user's: kept, and named.
+    let edited = tree.join("version.txt");
+    std::fs::write(&edited, "edited\n").unwrap();
+    let third = setup("third setup");
+    assert!(
+        third.contains("with local changes (kept): version.txt")
+            && third.contains("nothing changed"),
+        "{third}"
+    );
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), "edited\n");
+    git(&tree, &["checkout", "-q", "version.txt"]);
+
     // Serve with no --qmk-home: the data directory's tree and the venv's qmk are used.
     let mut child = oven(root)
         .arg("serve")
