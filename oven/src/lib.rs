@@ -20,6 +20,7 @@ pub mod http;
 pub mod job;
 pub mod keymap;
 pub mod ports;
+pub mod setup;
 pub mod telemetry;
 pub mod time;
 pub mod worker;

@@ -28,6 +28,15 @@ struct Cli {
 enum Command {
     /// Run the API and the compile worker on this machine.
     Serve(ServeArgs),
+    /// Get qmk_firmware (pinned commit, submodules), the qmk CLI and check the toolchains, into
+    /// the data directory; safe to run again.
+    Setup {
+        /// Where the tree and the venv go (the same as `serve --data-dir`).
+        #[arg(long, default_value = ".oven")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        options: oven::setup::SetupOptions,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,6 +65,11 @@ struct ServeArgs {
     /// (load tests of the API use this, so compiles do not compete with them).
     #[arg(long)]
     no_worker: bool,
+    /// Run `oven setup` first (each start verifies it; the first run takes minutes).
+    #[arg(long)]
+    setup: bool,
+    #[command(flatten, next_help_heading = "Setup (with --setup)")]
+    setup_options: oven::setup::SetupOptions,
     /// Benchmark baseline: submit with two durable writes (store, then enqueue) instead of one.
     #[arg(long, hide = true)]
     bench_two_writes: bool,
@@ -76,10 +90,18 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Setup { data_dir, options } => {
+            oven::setup::run_setup(&data_dir, &options, &mut std::io::stdout())?;
+            Ok(())
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let layout = oven::setup::Layout::new(&args.data_dir);
+    if args.setup {
+        oven::setup::run_setup(&args.data_dir, &args.setup_options, &mut std::io::stdout())?;
+    }
     let options = LocalDbOptions {
         fsync_every_commit: !args.bench_no_fsync,
         ..LocalDbOptions::default()
@@ -96,6 +118,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut config = ApiConfig::new(&public_url, &keyboards_url);
     config.keyboards_dir = args.keyboards_dir.clone();
+    let setup_tree = layout.ready_tree();
+    // Absolute: builds run in their job directory, and the tree's overlay links into it.
+    let explicit = args
+        .qmk_home
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()?;
+    let home = oven::worker::tree::find_qmk_home_in(explicit.as_deref(), setup_tree.as_deref());
+    let mut worker = WorkerConfig::from_env(home.as_deref());
+    // The setup tree builds with the setup venv's qmk, unless OVEN_QMK_BIN names another.
+    if worker.qmk_home.is_some() && worker.qmk_home == setup_tree {
+        if std::env::var_os(oven::config::QMK_BIN).is_none() {
+            worker.qmk = std::path::absolute(layout.qmk())?;
+        }
+        worker.path = layout.build_path(&worker.path);
+    }
+    if !args.no_worker {
+        config.compiler = Some(oven::setup::CompilerHealth::probe(
+            worker.qmk_home.as_deref(),
+            &worker.qmk,
+            &worker.path,
+        ));
+    }
 
     let mut worker = WorkerConfig::from_env(args.qmk_home.as_deref());
     let mut app = App::local(&storage, config);
@@ -127,7 +172,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tasks.spawn(async move { axum::serve(listener, router).await.context("HTTP server") });
     worker.public_url = public_url.trim_end_matches('/').to_string();
     // Under the data dir, so warm build state outlives a restart.
-    worker.work_root = args.data_dir.join("work");
+    worker.work_root = std::path::absolute(args.data_dir.join("work"))?;
     match &worker.qmk_home {
         Some(home) => println!("oven: compiling in {}", home.display()),
         None => println!("oven: {}", oven::worker::tree::NO_TREE_MESSAGE),

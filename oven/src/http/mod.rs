@@ -164,6 +164,8 @@ pub struct ApiConfig {
     pub retention: Duration,
     /// Local runner only: serve this built keyboards tree under `/keyboards/`.
     pub keyboards_dir: Option<PathBuf>,
+    /// Local runner only: the worker's tree and toolchains, reported by `/v1/healthcheck`.
+    pub compiler: Option<crate::setup::CompilerHealth>,
 }
 
 impl ApiConfig {
@@ -174,6 +176,7 @@ impl ApiConfig {
             version: env!("CARGO_PKG_VERSION").to_string(),
             retention: Duration::from_secs(crate::config::DEFAULT_RETENTION_HOURS * 3600),
             keyboards_dir: None,
+            compiler: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 /// The message a user sees when the machine has no tree (the local runner without setup).
 pub const NO_TREE_MESSAGE: &str =
-    "No qmk_firmware tree found: python3 -m pip install qmk && qmk setup";
+    "No qmk_firmware tree found: run `oven setup` (or start with `oven serve --setup`), or pass --qmk-home";
 
 /// Firmware extensions QMK produces, in the order they are looked for.
 pub const FIRMWARE_EXTENSIONS: [&str; 3] = ["hex", "bin", "uf2"];
@@ -20,6 +20,13 @@ fn is_tree(p: &Path) -> bool {
 /// The tree: `explicit` (`--qmk-home`), else `QMK_HOME`, else `qmk config user.qmk_home`, else
 /// `~/qmk_firmware`. `None` when none of them is a qmk_firmware tree.
 pub fn find_qmk_home(explicit: Option<&Path>) -> Option<PathBuf> {
+    find_qmk_home_in(explicit, None)
+}
+
+/// As [`find_qmk_home`], with `setup_tree` (the tree `oven setup` completed in the data
+/// directory, [`crate::setup::Layout::ready_tree`]) searched after `QMK_HOME`: it was made for
+/// Oven, at the commit Oven is tested with, so it wins over the user's own checkouts.
+pub fn find_qmk_home_in(explicit: Option<&Path>, setup_tree: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return is_tree(p).then(|| p.to_path_buf());
     }
@@ -27,6 +34,9 @@ pub fn find_qmk_home(explicit: Option<&Path>) -> Option<PathBuf> {
         if is_tree(&p) {
             return Some(p);
         }
+    }
+    if let Some(p) = setup_tree.filter(|p| is_tree(p)) {
+        return Some(p.to_path_buf());
     }
     if let Ok(out) = std::process::Command::new("qmk")
         .args(["config", "user.qmk_home"])

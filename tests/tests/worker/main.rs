@@ -518,10 +518,8 @@ async fn without_a_tree_every_job_finishes_with_the_setup_hint() {
     worker.process(&QueueMessage { job_id: id }).await.unwrap();
     let r = env.result(id).await;
     assert_ne!(r.returncode, 0);
-    assert_eq!(
-        r.output,
-        "No qmk_firmware tree found: python3 -m pip install qmk && qmk setup"
-    );
+    assert_eq!(r.output, oven::worker::tree::NO_TREE_MESSAGE);
+    assert!(r.output.contains("oven setup"), "{}", r.output);
 }
 
 #[tokio::test]
