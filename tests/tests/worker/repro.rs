@@ -112,3 +112,96 @@ async fn build_date_follows_the_firmware_commit_and_builds_stay_warm() {
     assert!(r2.output.contains("Compiling: keymap.c"), "{}", r2.output);
     assert!(!r2.output.contains("Compiling: main.c"), "{}", r2.output);
 }
+
+fn sha256(data: &[u8]) -> String {
+    oven::worker::source::sha256_hex(data)
+}
+
+#[tokio::test]
+async fn results_carry_hashes_of_what_the_downloads_serve_and_the_flash_budget() {
+    let env = Env::new();
+    let (r, fw) = build(&env, env.cfg(), good()).await;
+    let id: oven::job::JobId = r.id.parse().unwrap();
+    assert_eq!(r.firmware_sha256, Some(sha256(&fw)));
+    assert_eq!(
+        r.keymap_sha256,
+        Some(sha256(&env.artifact(id, &r.keymap_archive)))
+    );
+    assert_eq!(
+        r.source_archive_sha256,
+        Some(sha256(&env.artifact(id, &r.source_archive)))
+    );
+    assert_eq!(
+        r.request_hash,
+        oven::worker::cache::request_hash(&good()),
+        "the cache key's content hash"
+    );
+    let flash = r.flash.clone().expect("flash budget");
+    assert_eq!(flash.max_bytes, 28672);
+    assert!(
+        flash.used_bytes > 100 && flash.used_bytes < 28672,
+        "{flash:?}"
+    );
+    assert_eq!(flash.free_bytes, Some(28672 - flash.used_bytes));
+    assert_eq!(flash.over_bytes, None);
+
+    // Served from the cache: the same files, so the same hashes.
+    let worker = env.worker(env.cfg());
+    let again = env.submit(good()).await;
+    worker
+        .process(&QueueMessage { job_id: again })
+        .await
+        .unwrap();
+    let cached = env.result(again).await;
+    assert_eq!(cached.cached, Some(true));
+    assert_eq!(
+        cached.source_archive_sha256,
+        Some(sha256(&env.artifact(again, &cached.source_archive)))
+    );
+    assert_eq!(cached.firmware_sha256, r.firmware_sha256);
+}
+
+#[tokio::test]
+async fn keymap_errors_lead_the_output_and_an_overflow_says_by_how_much() {
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    let bad = keymap(
+        "fakekb",
+        "bad",
+        "LAYOUT_ortho_2x2",
+        json!([
+            ["KC_A", "KC_B", "KC_C", "KC_D"],
+            ["KC_A", "LM_VALD", "KC_C", "LCTL(KC_NOPE)"]
+        ]),
+    );
+    let id = env.submit(bad).await;
+    worker.process(&QueueMessage { job_id: id }).await.unwrap();
+    let r = env.result(id).await;
+    assert_eq!(r.failure.as_deref(), Some("compile_error"));
+    assert!(
+        r.output
+            .starts_with("layers[1][1]: 'LM_VALD' undeclared here (not in a function)\n"),
+        "{}",
+        r.output
+    );
+    let errors = r.keymap_errors.expect("located errors");
+    let at: Vec<_> = errors
+        .iter()
+        .map(|e| (e.layer, e.key, e.keycode.as_str()))
+        .collect();
+    assert_eq!(at, [(1, 1, "LM_VALD"), (1, 3, "LCTL(KC_NOPE)")]);
+    // The compiler's own log follows.
+    assert!(r.output.contains("keymap.c:"), "{}", r.output);
+
+    let big = env
+        .submit(keymap("fakebig", "b", "LAYOUT", json!([["KC_A", "KC_B"]])))
+        .await;
+    worker.process(&QueueMessage { job_id: big }).await.unwrap();
+    let r = env.result(big).await;
+    assert_eq!(r.failure.as_deref(), Some("firmware_too_large"));
+    let flash = r.flash.expect("flash budget of a failed build");
+    assert_eq!(flash.max_bytes, 64);
+    assert_eq!(flash.over_bytes, Some(flash.used_bytes - 64));
+    assert!(flash.percent > 100);
+    assert_eq!(flash.free_bytes, None);
+}
