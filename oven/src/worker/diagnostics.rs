@@ -229,6 +229,22 @@ mod tests {
         );
     }
 
+    /// A real planck/rev6 build (arm-none-eabi-gcc 12.2, echo with line numbers) with `LM_VALD`
+    /// at layer 1, key 5.
+    const GCC12_LOG: &str = include_str!("testdata/gcc12-planck-undeclared.log");
+
+    #[test]
+    fn gcc12_errors_are_traced_to_layer_and_key() {
+        let mut l1 = vec!["KC_TRNS".to_string(); 47];
+        l1[5] = "LM_VALD".into();
+        let layers = vec![vec!["KC_A".to_string(); 47], l1];
+        let errors = keymap_errors(GCC12_LOG, None, &layers);
+        assert_eq!(
+            summary(&errors),
+            "layers[1][5]: 'LM_VALD' undeclared here (not in a function); did you mean 'RM_VALD'?\n"
+        );
+    }
+
     #[test]
     fn the_generated_keymap_c_is_preferred_to_the_echo() {
         // Line 3 of this keymap.c is layer 1; the log's echo is cut off (as with -fno-diagnostics-show-caret).
@@ -261,6 +277,16 @@ mod tests {
         assert_eq!(layer_and_key(text, 20), Some((0, 0)));
         assert_eq!(layer_and_key(text, 19), None, "the '(' is no key");
         assert_eq!(layer_and_key("int x;", 2), None);
+    }
+
+    #[test]
+    fn flash_budget_of_a_real_dz60_build() {
+        let log = include_str!("testdata/avr-dz60-size-fine.log");
+        let b = flash_budget(log).unwrap();
+        assert_eq!(
+            (b.used_bytes, b.max_bytes, b.percent, b.free_bytes),
+            (22302, 28672, 77, Some(6370))
+        );
     }
 
     #[test]
