@@ -4,6 +4,7 @@
 
 mod faults;
 mod repro;
+mod verify;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
