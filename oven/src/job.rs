@@ -178,6 +178,8 @@ impl Job {
 }
 
 /// A state change, applied only where its precondition holds.
+// One per state change of a job, never in bulk: boxing the result would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
     /// queued -> running; or running -> running when the previous lease has run out (a worker
@@ -326,6 +328,65 @@ pub struct JobResult {
     /// True when this result was served from an identical earlier request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached: Option<bool>,
+
+    // Reproducibility: what a user needs to check the firmware against its source
+    // (`oven verify`). Hashes are lower-case hex SHA-256 of the bytes the downloads serve.
+    /// The date the firmware is stamped with, QMK's `QMK_BUILDDATE` form
+    /// (`2026-07-19-20:55:20`, UTC): the firmware commit's, never the clock's (see
+    /// [`crate::worker::builddate`]). VIA's EEPROM marker derives from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_date: Option<String>,
+    /// The content hash of the request (the cache key with the commit; see
+    /// [`crate::keymap::KeymapRequest::content_hash`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
+    /// SHA-256 of the firmware file (`/download`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware_sha256: Option<String>,
+    /// SHA-256 of the keymap JSON (`/keymap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keymap_sha256: Option<String>,
+    /// SHA-256 of the GPL source archive (`/source`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_archive_sha256: Option<String>,
+    /// Flash use as the build reported it (AVR builds print it; ARM ones do not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flash: Option<FlashBudget>,
+    /// Errors the compiler reported in the generated keymap, traced back to the request's
+    /// `layers` (also the first lines of `output`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keymap_errors: Option<Vec<KeymapError>>,
+}
+
+/// Flash use of a build, from QMK's size check (`builddefs/message.mk`: `The firmware size is
+/// fine - 23722/28672 (82%, 4950 bytes free)`, `The firmware is too large! 30000/28672 (1328
+/// bytes over)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashBudget {
+    /// Bytes of flash the firmware uses.
+    pub used_bytes: u64,
+    /// Bytes of flash available to it (the MCU's flash less the bootloader).
+    pub max_bytes: u64,
+    /// `used * 100 / max`, rounded down (QMK's arithmetic).
+    pub percent: u64,
+    /// `max - used`, when it fits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+    /// `used - max`, when it does not: how much must go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_bytes: Option<u64>,
+}
+
+/// A compiler error located in the request: `layers[layer][key]` holds `keycode`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeymapError {
+    pub layer: usize,
+    /// Index of the key in the layer (0-based, the order of the request's array).
+    pub key: usize,
+    /// The keycode as the request wrote it.
+    pub keycode: String,
+    /// The compiler's message (`'LM_VALD' undeclared here (not in a function)`).
+    pub message: String,
 }
 
 impl JobResult {

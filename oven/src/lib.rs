@@ -9,6 +9,7 @@
 //! - [`http`]: the API router shared by the HTTP Lambdas and `oven serve`.
 //! - [`telemetry`]: JSON logs with the job id on every line, and CloudWatch EMF metrics.
 //! - [`worker`]: the compile worker (Lambda and `oven serve`).
+//! - [`verify`]: `oven verify`, a rebuild of a job's firmware checked against its recorded hash.
 //!
 //! The binaries (`functions/*`, `oven`) are thin: they build adapters from their configuration
 //! and hand them to the router or the worker in this crate.
@@ -23,4 +24,5 @@ pub mod ports;
 pub mod setup;
 pub mod telemetry;
 pub mod time;
+pub mod verify;
 pub mod worker;

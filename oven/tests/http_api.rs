@@ -238,6 +238,26 @@ fn finished_result(id: JobId, ok: bool) -> JobResult {
         keymap_json: "{}".into(),
         command: vec!["qmk".into(), "compile".into()],
         compile_seconds: Some(12.5),
+        build_date: Some("2026-07-19-20:55:20".into()),
+        request_hash: Some("a".repeat(64)),
+        firmware_sha256: ok.then(|| "b".repeat(64)),
+        keymap_sha256: Some("c".repeat(64)),
+        source_archive_sha256: Some("d".repeat(64)),
+        flash: Some(oven::job::FlashBudget {
+            used_bytes: if ok { 23722 } else { 30000 },
+            max_bytes: 28672,
+            percent: if ok { 82 } else { 104 },
+            free_bytes: ok.then_some(4950),
+            over_bytes: (!ok).then_some(1328),
+        }),
+        keymap_errors: (!ok).then(|| {
+            vec![oven::job::KeymapError {
+                layer: 1,
+                key: 14,
+                keycode: "LM_VALD".into(),
+                message: "'LM_VALD' undeclared here (not in a function)".into(),
+            }]
+        }),
         ..Default::default()
     }
 }
@@ -307,12 +327,19 @@ async fn status_in_every_state() {
     );
     assert_eq!(v["result"]["output"], "Ψ Compiling keymap\u{1b}[0m");
     assert!(v["result"].get("source_ip").is_none());
+    assert_eq!(v["result"]["firmware_sha256"], "b".repeat(64));
+    assert_eq!(v["result"]["flash"]["free_bytes"], 4950);
+    assert_eq!(v["result"]["build_date"], "2026-07-19-20:55:20");
 
     // A failed compile: finished, is_failed, no binary URL, keymap/source URLs kept.
     let id2 = submit(&e).await;
     start(&e, id2).await;
     finish(&e, id2, finished_result(id2, false)).await;
-    let v = get(&e.router, &format!("/v1/compile/{id2}")).await.json();
+    let a = get(&e.router, &format!("/v1/compile/{id2}")).await;
+    let v = a.json();
+    check_spec("GET", "/v1/compile/{id}", a.status, &v);
+    assert_eq!(v["result"]["flash"]["over_bytes"], 1328);
+    assert_eq!(v["result"]["keymap_errors"][0]["key"], 14);
     assert_eq!(
         (v["status"].as_str(), v["is_failed"].as_bool()),
         (Some("finished"), Some(true))

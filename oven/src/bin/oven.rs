@@ -1,6 +1,7 @@
 //! `oven`: the whole service on one machine. `oven serve` runs the HTTP API over the local
 //! adapters (SQLite job table and queue, artifacts as files) and, optionally, serves a built
-//! keyboards tree, so the stock Configurator can point both of its URLs at it.
+//! keyboards tree, so the stock Configurator can point both of its URLs at it. `oven verify`
+//! rebuilds a job's firmware here and checks it against the hash its Oven recorded.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +38,27 @@ enum Command {
         #[command(flatten)]
         options: oven::setup::SetupOptions,
     },
+    /// Rebuild a finished job's firmware here and check it against the sha256 it recorded.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The job: its id (on --server) or a URL of it (https://.../v1/compile/<id>).
+    job: String,
+    /// The Oven a bare job id refers to.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The qmk_firmware tree to rebuild in (it must be at the job's firmware commit);
+    /// default: QMK_HOME, `qmk config user.qmk_home`, ~/qmk_firmware.
+    #[arg(long)]
+    qmk_home: Option<PathBuf>,
+    /// Keep build state here (faster repeated runs); default: a temporary directory.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// The qmk CLI to build with; default: OVEN_QMK_BIN, else `qmk` on PATH.
+    #[arg(long)]
+    qmk: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -94,7 +116,23 @@ async fn main() -> anyhow::Result<()> {
             oven::setup::run_setup(&data_dir, &options, &mut std::io::stdout())?;
             Ok(())
         }
+        Command::Verify(args) => verify(args).await,
     }
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let target = oven::verify::parse_target(&args.job, &args.server)?;
+    let options = oven::verify::Options {
+        qmk_home: args.qmk_home,
+        work_dir: args.work_dir,
+        qmk: args.qmk,
+    };
+    let report = oven::verify::verify(&target, &options).await?;
+    println!("{report}");
+    if !report.matches() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -142,7 +180,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let mut worker = WorkerConfig::from_env(args.qmk_home.as_deref());
     let mut app = App::local(&storage, config);
     // Misfits the tree can see are answered at submit, not after the queue.
     app.submit_check = oven::worker::SubmitPrecheck::new(&worker)

@@ -225,6 +225,13 @@ impl Serialize for ResultView<'_> {
             firmware_commit,
             toolchains,
             cached,
+            build_date,
+            request_hash,
+            firmware_sha256,
+            keymap_sha256,
+            source_archive_sha256,
+            flash,
+            keymap_errors,
         } = self.r;
         let url = |kind: ArtifactKind| {
             [format!(
@@ -235,6 +242,9 @@ impl Serialize for ResultView<'_> {
             )]
         };
         let mut m = s.serialize_map(None)?;
+        if let Some(v) = build_date {
+            m.serialize_entry("build_date", v)?;
+        }
         if let Some(v) = cached {
             m.serialize_entry("cached", v)?;
         }
@@ -256,11 +266,17 @@ impl Serialize for ResultView<'_> {
         if !keymap_archive.is_empty() {
             m.serialize_entry("firmware_keymap_url", &url(ArtifactKind::Keymap))?;
         }
+        if let Some(v) = firmware_sha256 {
+            m.serialize_entry("firmware_sha256", v)?;
+        }
         if let Some(v) = firmware_size {
             m.serialize_entry("firmware_size", v)?;
         }
         if !source_archive.is_empty() {
             m.serialize_entry("firmware_source_url", &url(ArtifactKind::Source))?;
+        }
+        if let Some(v) = flash {
+            m.serialize_entry("flash", v)?;
         }
         m.serialize_entry("id", id)?;
         m.serialize_entry("keyboard", keyboard)?;
@@ -269,15 +285,27 @@ impl Serialize for ResultView<'_> {
         }
         m.serialize_entry("keymap", keymap)?;
         m.serialize_entry("keymap_archive", keymap_archive)?;
+        if let Some(v) = keymap_errors {
+            m.serialize_entry("keymap_errors", v)?;
+        }
         m.serialize_entry("keymap_json", keymap_json)?;
+        if let Some(v) = keymap_sha256 {
+            m.serialize_entry("keymap_sha256", v)?;
+        }
         m.serialize_entry("layout", layout)?;
         m.serialize_entry("output", output)?;
         m.serialize_entry("public_firmware", public_firmware)?;
         if let Some(v) = queue_seconds {
             m.serialize_entry("queue_seconds", v)?;
         }
+        if let Some(v) = request_hash {
+            m.serialize_entry("request_hash", v)?;
+        }
         m.serialize_entry("returncode", returncode)?;
         m.serialize_entry("source_archive", source_archive)?;
+        if let Some(v) = source_archive_sha256 {
+            m.serialize_entry("source_archive_sha256", v)?;
+        }
         if let Some(v) = toolchains {
             m.serialize_entry("toolchains", v)?;
         }

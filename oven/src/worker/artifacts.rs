@@ -82,7 +82,7 @@ impl Worker {
                 }
                 let key = ArtifactKey::for_job(job.id, &result.source_archive)?;
                 let t = std::time::Instant::now();
-                source::compose_job_archive(
+                result.source_archive_sha256 = source::compose_job_archive(
                     &*self.artifacts,
                     &tree.commit,
                     &base,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{runner, tree, WorkerConfig};
+use super::builddate::BuildDate;
+use super::{builddate, runner, tree, WorkerConfig};
 
 /// The name every job is built under, so a keyboard's object files and ccache entries are
 /// reused from one job to the next; the firmware is renamed to the user's keymap name after.
@@ -20,10 +21,19 @@ pub const BUILD_KEYMAP: &str = "oven_build";
 pub struct TreeInfo {
     pub home: PathBuf,
     pub commit: String,
+    /// The commit's time in seconds since the epoch ([`tree::firmware_commit_time`]).
+    pub commit_time: Option<i64>,
     pub toolchains: std::collections::BTreeMap<String, String>,
     pub ccache: bool,
     /// The tree's keyboard aliases, read once.
     pub aliases: std::sync::Arc<tree::Aliases>,
+}
+
+impl TreeInfo {
+    /// The date builds on this tree are stamped with: the commit's (the epoch if unknown).
+    pub fn build_date(&self) -> BuildDate {
+        BuildDate::from_epoch(self.commit_time.unwrap_or(0))
+    }
 }
 
 /// The firmware file a successful build left.
@@ -43,6 +53,8 @@ pub struct BuildOutcome {
     pub elapsed: Duration,
     /// Present only when the build exited 0 and its firmware file was found.
     pub firmware: Option<Firmware>,
+    /// The keymap.c the build generated (to trace compiler errors back to the request).
+    pub keymap_c: Option<String>,
 }
 
 /// Builds `request` (a validated, normalised keymap.json) in `job_dir`, under [`BUILD_KEYMAP`];
@@ -111,7 +123,13 @@ pub async fn build(
         ));
         // Jobs differ in paths only through the per-job directory; hash contents, not paths.
         env.push(("CCACHE_NOHASHDIR".into(), "1".into()));
+        // __DATE__ and __TIME__ are pinned below: they need not defeat the cache.
+        env.push(("CCACHE_SLOPPINESS".into(), "time_macros".into()));
     }
+    // The firmware commit's date instead of 1970 or the clock (see `builddate`).
+    let pin = builddate::prepare(cfg, &tree.commit, tree.build_date(), &qmk_home, &env).await?;
+    args.extend(pin.args);
+    env.extend(pin.env);
     args.push(build_json.display().to_string());
     if prime_warm_keymap(cfg, &qmk_home, &build_dir, &target, &build_req, &env).await {
         tracing::info!("warm build: only the keymap is recompiled");
@@ -141,7 +159,10 @@ pub async fn build(
         }
         _ => None,
     };
+    let keymap_c =
+        std::fs::read_to_string(build_dir.join(format!("obj_{target}/src/keymap.c"))).ok();
     Ok(BuildOutcome {
+        keymap_c,
         status: out.status,
         // The user's keymap name inside the log, not the shared build name.
         log: out.log.replace(BUILD_KEYMAP, user_keymap),

@@ -11,7 +11,9 @@
 mod artifacts;
 pub mod batch;
 pub mod build;
+pub mod builddate;
 pub mod cache;
+pub mod diagnostics;
 pub mod eta;
 pub mod precheck;
 pub mod runner;
@@ -155,7 +157,7 @@ pub struct Worker {
     artifacts: Arc<dyn ArtifactStore>,
     cfg: WorkerConfig,
     tree: Option<TreeInfo>,
-    base: Mutex<Option<source::BaseIndex>>,
+    base: Mutex<Option<source::Base>>,
     /// One build at a time per worker: builds share the warm build directory.
     building: Mutex<()>,
 }
@@ -174,6 +176,22 @@ fn text_meta(ct: &str, name: &str) -> ArtifactMeta {
 
 fn request_str<'a>(req: &'a Value, field: &str) -> &'a str {
     req.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The request's `layers` as strings (numbers as written), for locating compiler errors.
+fn request_layers(req: &Value) -> Vec<Vec<String>> {
+    let key = |k: &Value| k.as_str().map_or_else(|| k.to_string(), str::to_string);
+    req.get("layers")
+        .and_then(Value::as_array)
+        .map(|ls| {
+            ls.iter()
+                .map(|l| {
+                    l.as_array()
+                        .map_or_else(Vec::new, |l| l.iter().map(key).collect())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What a finished job reports: its queue wait, and either a cache hit or a compile (its
@@ -226,6 +244,8 @@ fn base_result(job: &Job, tree: Option<&TreeInfo>) -> JobResult {
         keymap_archive,
         public_firmware: false,
         firmware_commit: tree.map(|t| t.commit.clone()),
+        build_date: tree.map(|t| t.build_date().qmk()),
+        request_hash: Some(job.request_hash.clone()).filter(|h| !h.is_empty()),
         toolchains: tree.map(|t| t.toolchains.clone()),
         queue_seconds: job
             .started_at
@@ -299,6 +319,7 @@ impl SubmitPrecheck {
             tree: TreeInfo {
                 home: home.clone(),
                 commit: tree::firmware_commit(home),
+                commit_time: tree::firmware_commit_time(home),
                 toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
                 ccache: false,
                 aliases: Arc::new(tree::load_aliases(home)),
@@ -326,6 +347,7 @@ impl Worker {
         let tree = cfg.qmk_home.as_ref().map(|home| TreeInfo {
             home: home.clone(),
             commit: tree::firmware_commit(home),
+            commit_time: tree::firmware_commit_time(home),
             toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
             ccache: on_path(&cfg.path, "ccache"),
             aliases: Arc::new(tree::load_aliases(home)),
@@ -431,7 +453,7 @@ impl Worker {
         }
     }
 
-    async fn base_index(&self) -> Result<Option<source::BaseIndex>, WorkerError> {
+    async fn base_index(&self) -> Result<Option<source::Base>, WorkerError> {
         let Some(t) = &self.tree else { return Ok(None) };
         if t.commit == "unknown" {
             return Ok(None);
@@ -448,12 +470,12 @@ impl Worker {
             .await?;
             tracing::info!(
                 seconds = started.elapsed().as_secs_f64(),
-                entries = idx.entries,
+                entries = idx.index.entries,
                 "base source archive ready"
             );
             *base = Some(idx);
         }
-        Ok(*base)
+        Ok(base.clone())
     }
 
     fn precheck(&self, job: &Job) -> Result<String, Refused> {
@@ -482,6 +504,7 @@ impl Worker {
             job.request_hash.clone()
         };
         let cache_key = cache::key(&hash, &tree.commit);
+        result.request_hash = Some(hash.clone()).filter(|h| !h.is_empty());
         if let Some(key) = &cache_key {
             if let Some(hit) = self.cached_result(job, key, &result).await? {
                 return Ok(hit);
@@ -540,6 +563,8 @@ impl Worker {
             Err(e) => return Err(e.into()),
         };
         result.compile_seconds = Some(out.elapsed.as_secs_f64());
+        result.keymap_sha256 = Some(source::sha256_hex(&payload));
+        result.flash = diagnostics::flash_budget(&out.log);
         result.output = out.log;
         let mut firmware = None;
         match (out.status, out.firmware) {
@@ -548,6 +573,7 @@ impl Worker {
                 result.firmware_filename =
                     format!("{}.{}", names::ascii_stem(&folder, &km), fw.ext);
                 result.firmware_size = Some(fw.bytes.len() as u64);
+                result.firmware_sha256 = Some(source::sha256_hex(&fw.bytes));
                 firmware = Some(fw.bytes);
             }
             (runner::BuildStatus::Exited(0), None) => {
@@ -557,6 +583,17 @@ impl Worker {
             (runner::BuildStatus::Exited(code), _) => {
                 result.returncode = code;
                 result.failure = Some(classify_failure(&result.output, &result.layout).into());
+                // The keymap's own errors first, in the user's terms: the Configurator shows
+                // the start of `output`.
+                let errors = diagnostics::keymap_errors(
+                    &result.output,
+                    out.keymap_c.as_deref(),
+                    &request_layers(&job.request),
+                );
+                if !errors.is_empty() {
+                    result.output = format!("{}\n{}", diagnostics::summary(&errors), result.output);
+                    result.keymap_errors = Some(errors);
+                }
             }
             (runner::BuildStatus::Signaled(sig), _) => {
                 result.returncode = 128 + sig;

@@ -11,6 +11,11 @@
 //! The two base pieces are server-side copies of byte ranges of the base; only the job's own
 //! files (its keymap.json, its firmware) and a few hundred bytes of directory are new. Base
 //! entries keep their offsets, because the job's entries are inserted *after* all of them.
+//!
+//! The job archive's SHA-256 is computed without reading the base again: the index keeps the
+//! hash state after the base entries ([`Sha256State`], SHA-256 stopped before its padding), and
+//! the base's central directory (a few MB) is stored beside it as `sources/<commit>.cd` and
+//! read once per worker; a job hashes only its own entries, that directory and the tail.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -21,11 +26,96 @@ use serde::{Deserialize, Serialize};
 use crate::ports::{ArtifactBody, ArtifactError, ArtifactKey, ArtifactMeta, ArtifactStore, Part};
 
 /// Where the base archive's pieces are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseIndex {
     pub cd_offset: u64,
     pub cd_size: u64,
     pub entries: u64,
+    /// SHA-256 state after the base's bytes `0..cd_offset` (absent in indexes written before
+    /// hashes were kept; such a base is rebuilt, which gives the same bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_sha256: Option<Sha256State>,
+}
+
+/// A base archive ready for jobs: its index and its central directory (bytes
+/// `cd_offset..cd_offset + cd_size`), which every job archive's hash runs over.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub index: BaseIndex,
+    pub central_directory: Bytes,
+}
+
+const SHA256_H0: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// SHA-256 (FIPS 180-4) that can be stored part-way and continued: the eight state words after
+/// `len` bytes (a multiple of 64), and the bytes of the block not yet complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sha256State {
+    pub h: [u32; 8],
+    pub len: u64,
+    pub pending: Vec<u8>,
+}
+
+impl Default for Sha256State {
+    fn default() -> Self {
+        Sha256State {
+            h: SHA256_H0,
+            len: 0,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl Sha256State {
+    fn block(&mut self, b: &[u8]) {
+        use sha2::digest::generic_array::GenericArray;
+        sha2::compress256(
+            &mut self.h,
+            std::slice::from_ref(GenericArray::from_slice(b)),
+        );
+        self.len += 64;
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        if !self.pending.is_empty() {
+            let take = (64 - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() < 64 {
+                return;
+            }
+            let block = std::mem::take(&mut self.pending);
+            self.block(&block);
+        }
+        let mut blocks = data.chunks_exact(64);
+        for b in blocks.by_ref() {
+            self.block(b);
+        }
+        self.pending.extend_from_slice(blocks.remainder());
+    }
+
+    /// The digest, lower-case hex.
+    pub fn finish_hex(mut self) -> String {
+        let bits = (self.len + self.pending.len() as u64) * 8;
+        let mut last = std::mem::take(&mut self.pending);
+        last.push(0x80);
+        while last.len() % 64 != 56 {
+            last.push(0);
+        }
+        last.extend_from_slice(&bits.to_be_bytes());
+        for b in last.chunks_exact(64) {
+            self.block(b);
+        }
+        self.h.iter().map(|w| format!("{w:08x}")).collect()
+    }
+}
+
+/// Lower-case hex SHA-256 of `data` (the hashes in job results).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +140,10 @@ pub fn base_key(commit: &str) -> Result<ArtifactKey, crate::ports::InvalidArtifa
 
 pub fn index_key(commit: &str) -> Result<ArtifactKey, crate::ports::InvalidArtifactKey> {
     ArtifactKey::new(format!("sources/{commit}.json"))
+}
+
+pub fn cd_key(commit: &str) -> Result<ArtifactKey, crate::ports::InvalidArtifactKey> {
+    ArtifactKey::new(format!("sources/{commit}.cd"))
 }
 
 pub fn zip_meta(file_name: &str) -> ArtifactMeta {
@@ -117,7 +211,20 @@ pub fn build_base(tree: &Path, dest: &Path) -> Result<BaseIndex, SourceError> {
     }
     zip.finish()?.flush()?;
     let mut f = std::fs::File::open(dest)?;
-    read_index(&mut f)
+    let mut idx = read_index(&mut f)?;
+    // Hash the entries once here, so no job reads them again.
+    f.seek(SeekFrom::Start(0))?;
+    let mut state = Sha256State::default();
+    let mut left = idx.cd_offset;
+    let mut chunk = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = (left as usize).min(chunk.len());
+        f.read_exact(&mut chunk[..n])?;
+        state.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    idx.prefix_sha256 = Some(state);
+    Ok(idx)
 }
 
 fn u16le(b: &[u8], at: usize) -> u64 {
@@ -147,6 +254,7 @@ pub fn read_index<R: Read + Seek>(r: &mut R) -> Result<BaseIndex, SourceError> {
         entries: u16le(&tail, eocd + 10),
         cd_size: u32le(&tail, eocd + 12),
         cd_offset: u32le(&tail, eocd + 16),
+        prefix_sha256: None,
     };
     if idx.entries == 0xFFFF || idx.cd_size == 0xFFFF_FFFF || idx.cd_offset == 0xFFFF_FFFF {
         let loc = eocd
@@ -166,6 +274,7 @@ pub fn read_index<R: Read + Seek>(r: &mut R) -> Result<BaseIndex, SourceError> {
             entries: u64le(&rec, 32),
             cd_size: u64le(&rec, 40),
             cd_offset: u64le(&rec, 48),
+            prefix_sha256: None,
         };
     }
     Ok(idx)
@@ -266,35 +375,70 @@ pub fn job_parts(base: &BaseIndex, files: &[JobFile]) -> (Vec<u8>, Vec<u8>) {
     (local, tail)
 }
 
+/// The stored central directory of a base, if its index and directory are both there.
+async fn stored_base(
+    artifacts: &dyn ArtifactStore,
+    commit: &str,
+) -> Result<Option<Base>, SourceError> {
+    let index = match artifacts.get(&index_key(commit)?).await {
+        Ok(bytes) => match serde_json::from_slice::<BaseIndex>(&bytes) {
+            Ok(idx) if idx.prefix_sha256.is_some() => idx,
+            _ => return Ok(None),
+        },
+        Err(ArtifactError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match artifacts.get(&cd_key(commit)?).await {
+        Ok(cd) if cd.len() as u64 == index.cd_size => Ok(Some(Base {
+            index,
+            central_directory: cd,
+        })),
+        Ok(_) | Err(ArtifactError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Makes sure the base archive of `commit` is stored, building it from `tree` if not; returns
-/// its index. `scratch` is a writable directory for the temporary zip.
+/// it. `scratch` is a writable directory for the temporary zip. The archive is reproducible,
+/// so rebuilding one stored without its hash state stores the same bytes again.
 pub async fn ensure_base(
     artifacts: &dyn ArtifactStore,
     tree: &Path,
     commit: &str,
     scratch: &Path,
-) -> Result<BaseIndex, SourceError> {
+) -> Result<Base, SourceError> {
     let ikey = index_key(commit)?;
-    match artifacts.get(&ikey).await {
-        Ok(bytes) => {
-            if let Ok(idx) = serde_json::from_slice::<BaseIndex>(&bytes) {
-                return Ok(idx);
-            }
-        }
-        Err(ArtifactError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
+    if let Some(base) = stored_base(artifacts, commit).await? {
+        return Ok(base);
     }
     std::fs::create_dir_all(scratch)?;
     let dest = scratch.join(format!("base-{commit}.zip"));
     let (tree2, dest2) = (tree.to_path_buf(), dest.clone());
-    let idx = tokio::task::spawn_blocking(move || build_base(&tree2, &dest2))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let (idx, cd) = tokio::task::spawn_blocking(move || {
+        let idx = build_base(&tree2, &dest2)?;
+        let mut f = std::fs::File::open(&dest2)?;
+        f.seek(SeekFrom::Start(idx.cd_offset))?;
+        let mut cd = vec![0u8; idx.cd_size as usize];
+        f.read_exact(&mut cd)?;
+        Ok::<_, SourceError>((idx, Bytes::from(cd)))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     artifacts
         .put(
             &base_key(commit)?,
             ArtifactBody::File(dest.clone()),
             &zip_meta(&format!("qmk_firmware-{commit}.zip")),
+        )
+        .await?;
+    artifacts
+        .put(
+            &cd_key(commit)?,
+            ArtifactBody::Bytes(cd.clone()),
+            &ArtifactMeta {
+                content_type: "application/octet-stream".into(),
+                file_name: format!("{commit}.cd"),
+            },
         )
         .await?;
     let json = serde_json::to_vec(&idx).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -310,20 +454,36 @@ pub async fn ensure_base(
         )
         .await?;
     let _ = std::fs::remove_file(&dest);
-    Ok(idx)
+    Ok(Base {
+        index: idx,
+        central_directory: cd,
+    })
+}
+
+/// SHA-256 (hex) of the archive [`compose_job_archive`] stores from `base` and the job's
+/// `local` entries and `tail`; `None` without the base's hash state.
+pub fn job_archive_sha256(base: &Base, local: &[u8], tail: &[u8]) -> Option<String> {
+    let mut state = base.index.prefix_sha256.clone()?;
+    state.update(local);
+    state.update(&base.central_directory);
+    state.update(tail);
+    Some(state.finish_hex())
 }
 
 /// Stores the job's archive at `key`: the base plus `files`, composed without re-zipping.
+/// Returns its SHA-256 (hex), computed without reading the base's entries.
 pub async fn compose_job_archive(
     artifacts: &dyn ArtifactStore,
     commit: &str,
-    base: &BaseIndex,
+    base: &Base,
     files: &[JobFile],
     key: &ArtifactKey,
     file_name: &str,
-) -> Result<(), SourceError> {
+) -> Result<Option<String>, SourceError> {
     let bkey = base_key(commit)?;
-    let (local, tail) = job_parts(base, files);
+    let (local, tail) = job_parts(&base.index, files);
+    let sha = job_archive_sha256(base, &local, &tail);
+    let base = &base.index;
     let parts = vec![
         Part::Copy {
             from: bkey.clone(),
@@ -337,7 +497,7 @@ pub async fn compose_job_archive(
         Part::Bytes(Bytes::from(tail)),
     ];
     artifacts.compose(key, parts, &zip_meta(file_name)).await?;
-    Ok(())
+    Ok(sha)
 }
 
 #[cfg(test)]
@@ -388,6 +548,17 @@ mod tests {
             },
         ];
         let out = compose_locally(&base, &idx, &files);
+        // The hash from the stored state is the hash of the whole archive.
+        let (local, tail) = job_parts(&idx, &files);
+        let cd = &base[idx.cd_offset as usize..(idx.cd_offset + idx.cd_size) as usize];
+        let b = Base {
+            index: idx.clone(),
+            central_directory: Bytes::copy_from_slice(cd),
+        };
+        assert_eq!(
+            job_archive_sha256(&b, &local, &tail),
+            Some(sha256_hex(&out))
+        );
         let mut z = zip::ZipArchive::new(std::io::Cursor::new(out)).unwrap();
         assert_eq!(z.len(), tree_files + 2);
         let mut s = String::new();
@@ -404,6 +575,25 @@ mod tests {
         assert_eq!(s, format!("int x{};", tree_files - 1));
         assert!(z.by_name(".git/HEAD").is_err());
         assert!(z.by_name(".build/junk.o").is_err());
+    }
+
+    #[test]
+    fn resumable_sha256_matches_sha2_at_every_split() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        for len in [0, 1, 55, 56, 63, 64, 65, 127, 128, 200, 300] {
+            let whole = sha256_hex(&data[..len]);
+            for split in [0, len / 3, len / 2, len] {
+                let mut s = Sha256State::default();
+                s.update(&data[..split]);
+                // Through JSON, as the index stores it.
+                let mut s: Sha256State =
+                    serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+                for piece in data[split..len].chunks(17) {
+                    s.update(piece);
+                }
+                assert_eq!(s.finish_hex(), whole, "len {len} split {split}");
+            }
+        }
     }
 
     #[test]

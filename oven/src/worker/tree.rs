@@ -87,6 +87,37 @@ pub fn firmware_commit(home: &Path) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The tree commit's time, in seconds since the Unix epoch (the committer date, `git log -1
+/// --format=%ct`) where a `.git` exists, else the second line of `version.txt` (the container
+/// image writes `%H` and `%ct` there before dropping `.git`). `None` when neither says. Builds
+/// are stamped with this date (see [`super::builddate`]), so it must come from the tree, never
+/// from the clock or a request.
+pub fn firmware_commit_time(home: &Path) -> Option<i64> {
+    if home.join(".git").exists() {
+        if let Ok(out) = std::process::Command::new("git")
+            .arg("-C")
+            .arg(home)
+            .args(["log", "-1", "--format=%ct"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        {
+            let t = String::from_utf8_lossy(&out.stdout).trim().parse::<i64>();
+            if let (true, Ok(t)) = (out.status.success(), t) {
+                return Some(t).filter(|t| *t >= 0);
+            }
+        }
+    }
+    std::fs::read_to_string(home.join("version.txt"))
+        .ok()?
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|t| *t >= 0)
+}
+
 fn is_commitish(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
@@ -303,6 +334,19 @@ mod tests {
         std::fs::write(o.join("kb_x.hex"), "x").unwrap();
         assert!(!home.join("kb_x.hex").exists());
         assert_eq!(overlay(&home, &o).unwrap(), o);
+    }
+
+    #[test]
+    fn commit_time_comes_from_version_txt_without_git() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(firmware_commit_time(d.path()), None);
+        std::fs::write(d.path().join("version.txt"), "abc123\n").unwrap();
+        assert_eq!(firmware_commit_time(d.path()), None);
+        std::fs::write(d.path().join("version.txt"), "abc123\n1784494520\n").unwrap();
+        assert_eq!(firmware_commit_time(d.path()), Some(1_784_494_520));
+        assert_eq!(firmware_commit(d.path()), "abc123");
+        std::fs::write(d.path().join("version.txt"), "abc123\n-5\n").unwrap();
+        assert_eq!(firmware_commit_time(d.path()), None);
     }
 
     #[test]

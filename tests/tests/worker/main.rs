@@ -3,6 +3,8 @@
 //! `OVEN_QMK_HOME`.
 
 mod faults;
+mod repro;
+mod verify;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
