@@ -191,6 +191,13 @@ pub enum Transition {
     },
     /// queued or running -> failed, with a reason for the user.
     Fail { at: Millis, reason: String },
+    /// running (this attempt) -> running with the lease moved to `lease_until`: the heartbeat
+    /// of a live worker, so that a lease can be short (a dead worker is noticed soon) while a
+    /// long compile is never taken from a live one. Only the holder of the current attempt may
+    /// renew; a lease that already ran out may still be renewed as long as nobody took over
+    /// (the attempt is unchanged). A `lease_until` in the past gives the job up at once, as
+    /// `oven serve` does on start for the jobs its previous run held.
+    Renew { attempt: u32, lease_until: Millis },
 }
 
 /// What a stored job must look like for a transition to apply.
@@ -230,14 +237,16 @@ impl Transition {
     pub fn precondition(&self) -> Precondition {
         match self {
             Transition::Start { at, .. } => Precondition::StartableAt(*at),
-            Transition::Finish { attempt, .. } => Precondition::RunningAttempt(*attempt),
+            Transition::Finish { attempt, .. } | Transition::Renew { attempt, .. } => {
+                Precondition::RunningAttempt(*attempt)
+            }
             Transition::Fail { .. } => Precondition::NotTerminal,
         }
     }
 
     pub fn target(&self) -> JobState {
         match self {
-            Transition::Start { .. } => JobState::Running,
+            Transition::Start { .. } | Transition::Renew { .. } => JobState::Running,
             Transition::Finish { .. } => JobState::Finished,
             Transition::Fail { .. } => JobState::Failed,
         }
@@ -267,6 +276,9 @@ impl Transition {
                 next.finished_at = Some(*at);
                 next.lease_until = None;
                 next.error = Some(reason.clone());
+            }
+            Transition::Renew { lease_until, .. } => {
+                next.lease_until = Some(*lease_until);
             }
         }
         Ok(next)
@@ -429,6 +441,50 @@ mod tests {
         }
         .apply(&done)
         .is_err());
+    }
+
+    #[test]
+    fn only_the_current_attempt_renews_its_lease() {
+        let running = Transition::Start {
+            at: Millis(2_000),
+            lease_until: Millis(5_000),
+        }
+        .apply(&job())
+        .unwrap();
+        let renew = |attempt, until| Transition::Renew {
+            attempt,
+            lease_until: Millis(until),
+        };
+        let renewed = renew(1, 9_000).apply(&running).unwrap();
+        assert_eq!(
+            (renewed.state, renewed.attempt, renewed.lease_until),
+            (JobState::Running, 1, Some(Millis(9_000)))
+        );
+        // While renewed, a redelivered message cannot take the job.
+        assert!(Transition::Start {
+            at: Millis(6_000),
+            lease_until: Millis(9_999)
+        }
+        .apply(&renewed)
+        .is_err());
+        assert!(renew(2, 9_000).apply(&running).is_err());
+        assert!(renew(0, 9_000).apply(&job()).is_err());
+        // Taken over after the lease ran out: the old holder can no longer renew.
+        let taken = Transition::Start {
+            at: Millis(10_000),
+            lease_until: Millis(20_000),
+        }
+        .apply(&renewed)
+        .unwrap();
+        assert!(renew(1, 30_000).apply(&taken).is_err());
+        let done = Transition::Finish {
+            at: Millis(11_000),
+            attempt: 2,
+            result: JobResult::default(),
+        }
+        .apply(&taken)
+        .unwrap();
+        assert!(renew(2, 30_000).apply(&done).is_err());
     }
 
     #[test]

@@ -184,6 +184,11 @@ fn update_for(t: &Transition, now: Millis) -> Result<Update, BackendError> {
             values.push((":reason", s(reason.clone())));
             "SET #s = :target, #fa = :finished, #e = :reason REMOVE #l".to_string()
         }
+        Transition::Renew { lease_until, .. } => {
+            names.push(("#l", "lease_until"));
+            values.push((":lease", n(lease_until.0)));
+            "SET #s = :target, #l = :lease".to_string()
+        }
     };
     Ok(Update {
         condition,
@@ -385,6 +390,10 @@ mod tests {
             Transition::Fail {
                 at: Millis(1),
                 reason: "r".into(),
+            },
+            Transition::Renew {
+                attempt: 1,
+                lease_until: Millis(2),
             },
         ];
         for t in transitions {
