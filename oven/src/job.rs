@@ -198,6 +198,10 @@ pub enum Transition {
     /// (the attempt is unchanged). A `lease_until` in the past gives the job up at once, as
     /// `oven serve` does on start for the jobs its previous run held.
     Renew { attempt: u32, lease_until: Millis },
+    /// running (this attempt, lease over before `at`) -> queued: the reaper hands a job whose
+    /// worker vanished back to the queue, after sending its message. Queued, it leaves the
+    /// reaper's index, so a job waiting behind others is not sent again on every round.
+    Requeue { at: Millis, attempt: u32 },
 }
 
 /// What a stored job must look like for a transition to apply.
@@ -209,6 +213,8 @@ pub enum Precondition {
     RunningAttempt(u32),
     /// `state` is queued or running.
     NotTerminal,
+    /// `state = running`, `attempt = n` and `lease_until < at`.
+    LapsedAttempt { attempt: u32, at: Millis },
 }
 
 impl Precondition {
@@ -221,6 +227,11 @@ impl Precondition {
             },
             Precondition::RunningAttempt(n) => job.state == JobState::Running && job.attempt == n,
             Precondition::NotTerminal => !job.state.is_terminal(),
+            Precondition::LapsedAttempt { attempt, at } => {
+                job.state == JobState::Running
+                    && job.attempt == attempt
+                    && job.lease_until.is_some_and(|l| l < at)
+            }
         }
     }
 }
@@ -241,6 +252,10 @@ impl Transition {
                 Precondition::RunningAttempt(*attempt)
             }
             Transition::Fail { .. } => Precondition::NotTerminal,
+            Transition::Requeue { at, attempt } => Precondition::LapsedAttempt {
+                attempt: *attempt,
+                at: *at,
+            },
         }
     }
 
@@ -249,6 +264,7 @@ impl Transition {
             Transition::Start { .. } | Transition::Renew { .. } => JobState::Running,
             Transition::Finish { .. } => JobState::Finished,
             Transition::Fail { .. } => JobState::Failed,
+            Transition::Requeue { .. } => JobState::Queued,
         }
     }
 
@@ -279,6 +295,9 @@ impl Transition {
             }
             Transition::Renew { lease_until, .. } => {
                 next.lease_until = Some(*lease_until);
+            }
+            Transition::Requeue { .. } => {
+                next.lease_until = None;
             }
         }
         Ok(next)
@@ -485,6 +504,36 @@ mod tests {
         .apply(&taken)
         .unwrap();
         assert!(renew(2, 30_000).apply(&done).is_err());
+    }
+
+    #[test]
+    fn requeue_needs_the_same_attempt_with_its_lease_over() {
+        let running = Transition::Start {
+            at: Millis(2_000),
+            lease_until: Millis(5_000),
+        }
+        .apply(&job())
+        .unwrap();
+        let requeue = |at, attempt| Transition::Requeue {
+            at: Millis(at),
+            attempt,
+        };
+        // The holder is alive (lease not over): the reaper must leave it.
+        assert!(requeue(5_000, 1).apply(&running).is_err());
+        assert!(requeue(6_000, 2).apply(&running).is_err());
+        let queued = requeue(6_000, 1).apply(&running).unwrap();
+        assert_eq!(
+            (queued.state, queued.attempt, queued.lease_until),
+            (JobState::Queued, 1, None)
+        );
+        assert!(requeue(7_000, 1).apply(&queued).is_err());
+        let again = Transition::Start {
+            at: Millis(8_000),
+            lease_until: Millis(9_000),
+        }
+        .apply(&queued)
+        .unwrap();
+        assert_eq!(again.attempt, 2);
     }
 
     #[test]

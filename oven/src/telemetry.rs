@@ -58,6 +58,13 @@ pub enum Metric {
     QueueWait(Duration),
     /// Wall time of one compile (the `qmk compile` child, not the whole invocation).
     CompileDuration(Duration),
+    /// The reaper queued a job again: its worker stopped renewing the lease (died, hung, or
+    /// `oven serve` restarted).
+    JobRequeued,
+    /// A job's message reached the dead-letter queue and the job was failed.
+    JobDeadLettered,
+    /// A worker stopped a build because its lease was taken over or ran out.
+    LeaseLost,
     /// A job ended `failed`; the class is the result's `failure` (`compile_error`, `timeout`,
     /// `dead_letter`, ...), a dimension of the metric.
     Failure(FailureClass),
@@ -93,6 +100,9 @@ impl Metric {
             Metric::QueueWait(_) => "QueueWait",
             Metric::CompileDuration(_) => "CompileDuration",
             Metric::Failure(_) => "Failures",
+            Metric::JobRequeued => "JobsRequeued",
+            Metric::JobDeadLettered => "JobsDeadLettered",
+            Metric::LeaseLost => "LeasesLost",
         }
     }
 
@@ -285,6 +295,9 @@ mod tests {
             Metric::QueueWait(Duration::ZERO),
             Metric::CompileDuration(Duration::from_secs(600)),
             Metric::Failure(FailureClass::new("dead_letter")),
+            Metric::JobRequeued,
+            Metric::JobDeadLettered,
+            Metric::LeaseLost,
         ] {
             assert_valid_emf(&emf_line(&m));
         }

@@ -79,6 +79,7 @@ on_moto!(lease_expired_restart, |e| c::lease_expired_restart(
     &e.storage.jobs
 ));
 on_moto!(lease_renewal, |e| c::lease_renewal(&e.storage.jobs));
+on_moto!(requeue_lapsed, |e| c::requeue_lapsed(&e.storage.jobs));
 on_moto!(queue_extend_visibility, |e| {
     c::queue_extend_visibility(&e.storage.queue, VISIBILITY)
 });

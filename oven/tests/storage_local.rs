@@ -51,6 +51,12 @@ async fn lease_renewal() {
 }
 
 #[tokio::test]
+async fn requeue_lapsed() {
+    let (_d, s) = open();
+    c::requeue_lapsed(&s.db).await;
+}
+
+#[tokio::test]
 async fn queue_extend_visibility() {
     let (_d, s) = open();
     c::queue_extend_visibility(&s.db, VISIBILITY).await;

@@ -320,6 +320,50 @@ pub async fn lease_renewal(store: &impl JobStore) {
     }
 }
 
+/// The reaper hands a job whose lease is over back to the queue; never a live one, never
+/// another attempt's; queued, it leaves the reaper's view.
+pub async fn requeue_lapsed(store: &impl JobStore) {
+    let job = new_job();
+    let t0 = job.created_at.0;
+    store.create(&job).await.unwrap();
+    let running = store
+        .transition(job.id, start(t0, t0 + 1_000))
+        .await
+        .unwrap();
+    let requeue = |at: i64, attempt| Transition::Requeue {
+        at: Millis(at),
+        attempt,
+    };
+    assert_eq!(
+        conflict_state(store.transition(job.id, requeue(t0 + 1_000, 1)).await),
+        running
+    );
+    assert_eq!(
+        conflict_state(store.transition(job.id, requeue(t0 + 2_000, 2)).await),
+        running
+    );
+    let queued = store
+        .transition(job.id, requeue(t0 + 1_001, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (queued.state, queued.attempt, queued.lease_until),
+        (JobState::Queued, 1, None)
+    );
+    assert_eq!(store.get(job.id).await.unwrap(), Some(queued.clone()));
+    let late = store.expired_leases(Millis(i64::MAX), 100).await.unwrap();
+    assert!(late.iter().all(|j| j.id != job.id), "{late:?}");
+    assert_eq!(
+        conflict_state(store.transition(job.id, requeue(t0 + 3_000, 1)).await),
+        queued
+    );
+    let again = store
+        .transition(job.id, start(t0 + 4_000, t0 + 9_000))
+        .await
+        .unwrap();
+    assert_eq!((again.state, again.attempt), (JobState::Running, 2));
+}
+
 pub async fn expiry_hides_jobs(store: &impl JobStore) {
     let now = Millis::now();
     let mut old = new_job();

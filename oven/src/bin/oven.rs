@@ -132,7 +132,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_worker {
         println!("oven: no compile worker (--no-worker): jobs stay queued");
     } else {
-        let worker = oven::worker::spawn_local(&storage, worker);
+        let worker = oven::worker::spawn_local(&storage, worker)?;
         tasks.spawn(async move { worker.await.context("compile worker") });
     }
 
