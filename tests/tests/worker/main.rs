@@ -3,6 +3,7 @@
 //! `OVEN_QMK_HOME`.
 
 mod faults;
+mod recovery;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
