@@ -190,6 +190,9 @@ impl JobQueue for BrokenQueue {
     async fn ack(&self, r: &str) -> Result<(), BackendError> {
         self.inner.ack(r).await
     }
+    async fn extend_visibility(&self, r: &str, t: Duration) -> Result<(), BackendError> {
+        self.inner.extend_visibility(r, t).await
+    }
     async fn waiting(&self) -> Result<u64, BackendError> {
         self.inner.waiting().await
     }

@@ -684,10 +684,12 @@ impl Worker {
     /// them again now rather than when their leases run out. Only for a worker that knows no
     /// other worker shares its store: `oven serve` on start, holding the data directory's
     /// worker lock, when every running job was held by its own previous run. Conditional on
-    /// each job's attempt, so a job taken meanwhile is left alone. Returns how many.
-    pub async fn release_orphaned_leases(&self) -> Result<usize, WorkerError> {
-        let running = self.store.expired_leases(Millis(i64::MAX), 1_000).await?;
-        let mut released = 0;
+    /// each job's attempt, so a job taken meanwhile is left alone. Returns their ids, oldest
+    /// submission first.
+    pub async fn release_orphaned_leases(&self) -> Result<Vec<JobId>, WorkerError> {
+        let mut running = self.store.expired_leases(Millis(i64::MAX), 1_000).await?;
+        running.sort_by_key(|j| j.created_at);
+        let mut released = Vec::new();
         for job in running {
             let past = Millis(Millis::now().0 - 1);
             match self
@@ -701,7 +703,7 @@ impl Worker {
                 )
                 .await
             {
-                Ok(_) => released += 1,
+                Ok(_) => released.push(job.id),
                 Err(TransitionError::Conflict(_)) | Err(TransitionError::NotFound(_)) => {}
                 Err(TransitionError::Backend(e)) => return Err(e.into()),
             }
@@ -789,10 +791,30 @@ pub fn spawn_local(
     Ok(tokio::spawn(async move {
         // Held (open and locked) for as long as the worker runs.
         let _lock = lock;
-        match worker.release_orphaned_leases().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(jobs = n, "requeuing jobs the previous run was building"),
-            Err(e) => tracing::warn!(error = %e, "could not release the previous run's jobs"),
+        let released = match worker.release_orphaned_leases().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the previous run's jobs");
+                Vec::new()
+            }
+        };
+        if !released.is_empty() {
+            tracing::warn!(
+                jobs = released.len(),
+                "requeuing jobs the previous run was building"
+            );
+            // Queued durably first (a message each), then built before anything submitted
+            // after them; their messages then find them done.
+            if let Err(e) = worker.reap().await {
+                tracing::warn!(error = %e, "reaper");
+            }
+            for id in released {
+                let message = QueueMessage { job_id: id };
+                match worker.process(&message).await {
+                    Ok(p) => tracing::info!(job = %id, outcome = ?p, "processed"),
+                    Err(e) => tracing::error!(job = %id, error = %e, "job failed"),
+                }
+            }
         }
         let drain = async move {
             loop {

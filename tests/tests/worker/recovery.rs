@@ -277,7 +277,7 @@ async fn restart_requeues_at_once(w: World) {
     drop(before); // the previous run is gone
     let restarted = Instant::now();
     let after = w.worker("run2", long, BEAT);
-    assert_eq!(after.release_orphaned_leases().await.unwrap(), 1);
+    assert_eq!(after.release_orphaned_leases().await.unwrap(), [id]);
     assert_eq!(after.reap().await.unwrap(), 1);
     let queued = w.job(id).await;
     assert_eq!((queued.state, queued.attempt), (JobState::Queued, 1));
