@@ -176,7 +176,16 @@ impl KeymapRequest {
 
         let version = match obj.remove("version") {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            // JSON Schema counts `1.0` as an integer too (the OpenAPI document says integer).
+            Some(Value::Number(n)) => match n
+                .as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (0.0..=i32::MAX as f64).contains(f))
+                        .map(|f| f as u64)
+                })
+                .and_then(|v| u32::try_from(v).ok())
+            {
                 Some(v) if v <= i32::MAX as u32 => Some(v),
                 _ => {
                     return Err(RequestError::bad(
@@ -795,6 +804,15 @@ mod tests {
         let mut v = req();
         v["version"] = json!(-1);
         assert!(err(v).message.starts_with("version:"));
+        for bad in [json!(1.5), json!(2147483648.0), json!(-1.0)] {
+            let mut v = req();
+            v["version"] = bad;
+            assert!(err(v).message.starts_with("version:"));
+        }
+        // An integral float is an integer to JSON Schema, so to the OpenAPI document too.
+        let mut v = req();
+        v["version"] = json!(7.0);
+        assert_eq!(KeymapRequest::from_value(v).unwrap().version, Some(7));
         let mut v = req();
         v["notes"] = json!("x".repeat(MAX_TEXT_LEN + 1));
         assert!(err(v).message.starts_with("notes:"));
