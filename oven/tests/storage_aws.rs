@@ -78,6 +78,11 @@ on_moto!(transitions, |e| c::transitions(&e.storage.jobs));
 on_moto!(lease_expired_restart, |e| c::lease_expired_restart(
     &e.storage.jobs
 ));
+on_moto!(lease_renewal, |e| c::lease_renewal(&e.storage.jobs));
+on_moto!(requeue_lapsed, |e| c::requeue_lapsed(&e.storage.jobs));
+on_moto!(queue_extend_visibility, |e| {
+    c::queue_extend_visibility(&e.storage.queue, VISIBILITY)
+});
 on_moto!(expiry_hides_jobs, |e| c::expiry_hides_jobs(&e.storage.jobs));
 // Sequential: moto does not serialise concurrent conditional updates of one item (see
 // `Competition::Sequential`); the local store runs the concurrent variant.

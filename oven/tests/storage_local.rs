@@ -45,6 +45,24 @@ async fn lease_expired_restart() {
 }
 
 #[tokio::test]
+async fn lease_renewal() {
+    let (_d, s) = open();
+    c::lease_renewal(&s.db).await;
+}
+
+#[tokio::test]
+async fn requeue_lapsed() {
+    let (_d, s) = open();
+    c::requeue_lapsed(&s.db).await;
+}
+
+#[tokio::test]
+async fn queue_extend_visibility() {
+    let (_d, s) = open();
+    c::queue_extend_visibility(&s.db, VISIBILITY).await;
+}
+
+#[tokio::test]
 async fn expiry_hides_jobs() {
     let (_d, s) = open();
     c::expiry_hides_jobs(&s.db).await;

@@ -376,9 +376,14 @@ fn compile_function_queues_are_wired_for_sqs() {
     let timeout = number(compile, "Timeout");
     let events = get(compile, "Events").and_then(Value::as_mapping).unwrap();
     let mut queues = Vec::new();
+    let mut schedules = Vec::new();
     for (name, ev) in events {
-        assert_eq!(str_at(ev, &["Type"]), Some("SQS"), "{name:?}");
         let p = get(ev, "Properties").unwrap();
+        if str_at(ev, &["Type"]) == Some("Schedule") {
+            schedules.push(str_at(p, &["Schedule"]).map(str::to_owned));
+            continue;
+        }
+        assert_eq!(str_at(ev, &["Type"]), Some("SQS"), "{name:?}");
         let types = get(p, "FunctionResponseTypes").and_then(Value::as_sequence);
         let partial = types.is_some_and(|t| {
             t.iter()
@@ -395,6 +400,9 @@ fn compile_function_queues_are_wired_for_sqs() {
         );
         queues.push(q);
     }
+    // The reaper runs every minute without traffic (the compile function tells a scheduled
+    // event from an SQS batch).
+    assert_eq!(schedules, [Some("rate(1 minute)".to_owned())]);
     // The main queue redrives to the DLQ, and the DLQ named to the code is consumed too.
     let dlq = get(properties(&t, "JobQueue"), "RedrivePolicy")
         .and_then(|r| get(r, "deadLetterTargetArn"))
@@ -461,6 +469,9 @@ fn dashboard_shows_every_metric_the_code_emits() {
         Metric::JobFinished,
         Metric::QueueWait(Duration::ZERO),
         Metric::CompileDuration(Duration::ZERO),
+        Metric::JobRequeued,
+        Metric::JobDeadLettered,
+        Metric::LeaseLost,
     ] {
         let series = format!("[\"{NAMESPACE}\", \"{}\"", m.name());
         assert!(body.contains(&series), "dashboard lacks {series}");

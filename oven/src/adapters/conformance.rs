@@ -223,6 +223,147 @@ pub async fn lease_expired_restart(store: &impl JobStore) {
     assert!(late.iter().all(|j| j.id != job.id), "{late:?}");
 }
 
+fn renew(attempt: u32, lease: i64) -> Transition {
+    Transition::Renew {
+        attempt,
+        lease_until: Millis(lease),
+    }
+}
+
+/// The heartbeat: the holder of the current attempt moves its lease on, nobody else can; a
+/// renewed lease keeps redelivered messages and the reaper away; a lease moved into the past
+/// gives the job up at once.
+pub async fn lease_renewal(store: &impl JobStore) {
+    let job = new_job();
+    let t0 = job.created_at.0;
+    store.create(&job).await.unwrap();
+    // Not running yet: nothing to renew.
+    assert_eq!(
+        conflict_state(store.transition(job.id, renew(0, t0 + 5_000)).await),
+        job
+    );
+    store
+        .transition(job.id, start(t0, t0 + 1_000))
+        .await
+        .unwrap();
+    let renewed = store
+        .transition(job.id, renew(1, t0 + 30_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (renewed.state, renewed.attempt, renewed.lease_until),
+        (JobState::Running, 1, Some(Millis(t0 + 30_000)))
+    );
+    assert_eq!(store.get(job.id).await.unwrap(), Some(renewed.clone()));
+    // Past the first lease, before the renewed one: nobody may take it, the reaper skips it.
+    let late = store.expired_leases(Millis(t0 + 20_000), 10).await.unwrap();
+    assert!(late.iter().all(|j| j.id != job.id), "{late:?}");
+    assert_eq!(
+        conflict_state(
+            store
+                .transition(job.id, start(t0 + 20_000, t0 + 50_000))
+                .await
+        ),
+        renewed
+    );
+    // Another attempt's heartbeat is refused.
+    assert_eq!(
+        conflict_state(store.transition(job.id, renew(2, t0 + 90_000)).await),
+        renewed
+    );
+    // Given up (a lease in the past): the reaper sees it at once and a worker takes over;
+    // the old holder can then neither renew nor finish.
+    let released = store
+        .transition(job.id, renew(1, t0 + 10_000))
+        .await
+        .unwrap();
+    assert_eq!(released.lease_until, Some(Millis(t0 + 10_000)));
+    let late = store.expired_leases(Millis(t0 + 10_001), 10).await.unwrap();
+    assert_eq!(late.iter().filter(|j| j.id == job.id).count(), 1);
+    let second = store
+        .transition(job.id, start(t0 + 10_001, t0 + 40_000))
+        .await
+        .unwrap();
+    assert_eq!(second.attempt, 2);
+    assert_eq!(
+        conflict_state(store.transition(job.id, renew(1, t0 + 99_000)).await),
+        second
+    );
+    let stale_finish = Transition::Finish {
+        at: Millis(t0 + 12_000),
+        attempt: 1,
+        result: result(0),
+    };
+    assert_eq!(
+        conflict_state(store.transition(job.id, stale_finish).await),
+        second
+    );
+    let done = store
+        .transition(
+            job.id,
+            Transition::Finish {
+                at: Millis(t0 + 13_000),
+                attempt: 2,
+                result: result(0),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        conflict_state(store.transition(job.id, renew(2, t0 + 99_000)).await),
+        done
+    );
+    let missing = JobId::new();
+    match store.transition(missing, renew(1, t0)).await {
+        Err(TransitionError::NotFound(id)) => assert_eq!(id, missing),
+        other => panic!("renewal of a missing job: {other:?}"),
+    }
+}
+
+/// The reaper hands a job whose lease is over back to the queue; never a live one, never
+/// another attempt's; queued, it leaves the reaper's view.
+pub async fn requeue_lapsed(store: &impl JobStore) {
+    let job = new_job();
+    let t0 = job.created_at.0;
+    store.create(&job).await.unwrap();
+    let running = store
+        .transition(job.id, start(t0, t0 + 1_000))
+        .await
+        .unwrap();
+    let requeue = |at: i64, attempt| Transition::Requeue {
+        at: Millis(at),
+        attempt,
+    };
+    assert_eq!(
+        conflict_state(store.transition(job.id, requeue(t0 + 1_000, 1)).await),
+        running
+    );
+    assert_eq!(
+        conflict_state(store.transition(job.id, requeue(t0 + 2_000, 2)).await),
+        running
+    );
+    let queued = store
+        .transition(job.id, requeue(t0 + 1_001, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (queued.state, queued.attempt, queued.lease_until),
+        (JobState::Queued, 1, None)
+    );
+    assert_eq!(store.get(job.id).await.unwrap(), Some(queued.clone()));
+    let late = store.expired_leases(Millis(i64::MAX), 100).await.unwrap();
+    assert!(late.iter().all(|j| j.id != job.id), "{late:?}");
+    assert_eq!(
+        conflict_state(store.transition(job.id, requeue(t0 + 3_000, 1)).await),
+        queued
+    );
+    let again = store
+        .transition(job.id, start(t0 + 4_000, t0 + 9_000))
+        .await
+        .unwrap();
+    assert_eq!((again.state, again.attempt), (JobState::Running, 2));
+}
+
 pub async fn expiry_hides_jobs(store: &impl JobStore) {
     let now = Millis::now();
     let mut old = new_job();
@@ -341,6 +482,56 @@ pub async fn queue_visibility_redelivery(queue: &impl JobQueue, visibility: Dura
     queue.ack(&again[0].receipt).await.unwrap();
     tokio::time::sleep(visibility + Duration::from_millis(300)).await;
     assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+}
+
+/// The worker's heartbeat keeps its message invisible past the queue's visibility timeout
+/// (`visibility`, at most 2 s here), and a zero timeout hands a message back at once.
+pub async fn queue_extend_visibility(queue: &impl JobQueue, visibility: Duration) {
+    let held = JobId::new();
+    queue.send(&QueueMessage { job_id: held }).await.unwrap();
+    let got = receive_n(queue, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    let extended = visibility + Duration::from_secs(3);
+    queue
+        .extend_visibility(&got[0].receipt, extended)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    tokio::time::sleep(visibility + Duration::from_millis(800)).await;
+    assert!(
+        queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+        "came back despite the extension"
+    );
+    let again = receive_n(queue, 1, extended + Duration::from_secs(5)).await;
+    assert_eq!(again.len(), 1, "never came back");
+    assert!(t.elapsed() + Duration::from_millis(1_100) >= extended);
+    assert_eq!((again[0].message.job_id, again[0].receive_count), (held, 2));
+    queue.ack(&again[0].receipt).await.unwrap();
+
+    let handed_back = JobId::new();
+    queue
+        .send(&QueueMessage {
+            job_id: handed_back,
+        })
+        .await
+        .unwrap();
+    let got = receive_n(queue, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1);
+    queue
+        .extend_visibility(&got[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    let again = receive_n(queue, 1, Duration::from_secs(2)).await;
+    assert_eq!(
+        again.len(),
+        1,
+        "a zero timeout should make it visible at once"
+    );
+    assert_eq!(
+        (again[0].message.job_id, again[0].receive_count),
+        (handed_back, 2)
+    );
+    queue.ack(&again[0].receipt).await.unwrap();
 }
 
 /// A receiver waiting on an empty queue is woken by a send, long before its wait ends.

@@ -21,8 +21,17 @@ use tokio::task::JoinSet;
     about = "Oven, a compile service for QMK firmware"
 )]
 struct Cli {
+    /// Log format: text (coloured only on a terminal) or json (one object per line).
+    #[arg(long, global = true, env = "OVEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -103,14 +112,14 @@ struct ServeArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // Per-request lines of the API would cost more than the requests themselves.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,oven::http=warn")),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Text => oven::telemetry::LogFormat::Text,
+        LogFormat::Json => oven::telemetry::LogFormat::Json,
+    };
+    // Per-request lines of the API would cost more than the requests themselves.
+    oven::telemetry::init_local(format, "info,oven::http=warn");
+    match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Setup { data_dir, options } => {
             oven::setup::run_setup(&data_dir, &options, &mut std::io::stdout())?;
@@ -217,7 +226,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_worker {
         println!("oven: no compile worker (--no-worker): jobs stay queued");
     } else {
-        let worker = oven::worker::spawn_local(&storage, worker);
+        let worker = oven::worker::spawn_local(&storage, worker)?;
         tasks.spawn(async move { worker.await.context("compile worker") });
     }
 

@@ -61,9 +61,19 @@ struct KeyboardList {
 }
 
 /// `GET /v1/keyboards`: the `keyboards` array of the list.
+///
+/// A server without a keyboards tree (`oven serve` without `--keyboards-dir`, its default)
+/// answers 404: this server has no list to give, now or later, and a redirect to the keyboards
+/// site's `keyboard_list.json` would hand clients an object where they expect this route's
+/// array. A tree that is configured but not published yet is a 503 (it will come).
 pub async fn list(State(app): State<Shared>) -> Response {
     let Some(index) = &app.keyboards else {
-        return ApiError::new(503, "no keyboards tree is configured").into_response();
+        let message = format!(
+            "This server has no keyboards tree (oven serve --keyboards-dir DIR serves one); \
+             the list is in {}/v1/keyboard_list.json",
+            app.config.keyboards_url
+        );
+        return ApiError::new(404, message).into_response();
     };
     let raw = match index.keyboard_list().await {
         Ok(b) => b,

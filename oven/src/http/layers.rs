@@ -94,11 +94,53 @@ async fn json_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, fresh.into_body())
 }
 
+/// Whether a request path matches a route path template: `{name}` is one segment, except
+/// `{keyboard}`, which takes one or more (keyboard names contain `/`).
+fn path_matches(template: &str, path: &str) -> bool {
+    let mut want = template.split('/');
+    let mut got = path.split('/').filter(|s| !s.is_empty()).peekable();
+    // Both start with `/`: skip the empty first segment of the template.
+    want.next();
+    while let Some(w) = want.next() {
+        if w == "{keyboard}" {
+            // Greedy, but leaves what the rest of the template needs.
+            let rest: Vec<&str> = want.collect();
+            let segs: Vec<&str> = got.collect();
+            return segs.len() > rest.len() && segs[segs.len() - rest.len()..] == rest[..];
+        }
+        match got.next() {
+            Some(g) if w.starts_with('{') || w == g => {}
+            _ => return false,
+        }
+    }
+    got.peek().is_none()
+}
+
+/// The `Allow` header of a path, as Flask sends it on `OPTIONS`: the route's methods, `HEAD`
+/// with every `GET`, and `OPTIONS`, sorted. `None` for a path no route serves.
+pub fn allow_for(path: &str) -> Option<String> {
+    let mut methods: Vec<&str> = super::ROUTES
+        .iter()
+        .filter(|r| path_matches(r.path, path))
+        .flat_map(|r| match r.method {
+            "GET" => vec!["GET", "HEAD"],
+            m => vec![m],
+        })
+        .collect();
+    if methods.is_empty() {
+        return None;
+    }
+    methods.push("OPTIONS");
+    methods.sort_unstable();
+    methods.dedup();
+    Some(methods.join(", "))
+}
+
 /// CORS on every response; `OPTIONS` answered here for every path.
 async fn cors(req: Request, next: Next) -> Response {
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut res = if req.method() == Method::OPTIONS {
-        preflight(req.headers())
+        preflight(req.uri().path(), req.headers())
     } else {
         next.run(req).await
     };
@@ -118,11 +160,14 @@ async fn cors(req: Request, next: Next) -> Response {
     res
 }
 
-fn preflight(req: &HeaderMap) -> Response {
+fn preflight(path: &str, req: &HeaderMap) -> Response {
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::OK;
     let h = res.headers_mut();
-    h.insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+    // What this route has (not the CORS list below, which flask-cors sends for every path).
+    if let Some(allow) = allow_for(path).and_then(|a| HeaderValue::from_str(&a).ok()) {
+        h.insert(header::ALLOW, allow);
+    }
     let wanted = req
         .get(header::ACCESS_CONTROL_REQUEST_METHOD)
         .and_then(|m| m.to_str().ok())
@@ -150,4 +195,25 @@ fn preflight(req: &HeaderMap) -> Response {
         }
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_what_the_route_has() {
+        let get = Some("GET, HEAD, OPTIONS".to_owned());
+        assert_eq!(allow_for("/v1/compile"), Some("OPTIONS, POST".to_owned()));
+        assert_eq!(allow_for("/v1"), get);
+        assert_eq!(allow_for("/v1/compile/abc"), get);
+        assert_eq!(allow_for("/v1/compile/abc/download"), get);
+        assert_eq!(allow_for("//v1//compile/abc/source"), get);
+        assert_eq!(allow_for("/v1/keyboards/clueboard/66/rev3"), get);
+        assert_eq!(allow_for("/v1/keyboards/clueboard/66/rev3/readme"), get);
+        assert_eq!(allow_for("/v1/keyboards/all"), get);
+        assert_eq!(allow_for("/v1/compile/abc/nope"), None);
+        assert_eq!(allow_for("/v2"), None);
+        assert_eq!(allow_for("/"), None);
+    }
 }

@@ -34,6 +34,18 @@ fn kind_of(path: &str) -> Option<Kind> {
         .map(|i| CONFIG_PATHS[i].1)
 }
 
+/// Whether `path` names a group of settings: `features`, or a prefix of a table path.
+fn is_group(path: &str) -> bool {
+    if path == "features" {
+        return true;
+    }
+    let prefix = format!("{path}.");
+    let i = CONFIG_PATHS.partition_point(|(p, _, _)| *p < prefix.as_str());
+    CONFIG_PATHS
+        .get(i)
+        .is_some_and(|(p, _, _)| p.starts_with(&prefix))
+}
+
 fn is_snake_case(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
@@ -75,7 +87,14 @@ fn walk(
         };
         let here = format!("config.{}", clip(&path));
         let value = match value {
-            Value::Object(inner) => Value::Object(walk(&here, &path, inner, depth + 1, leaves)?),
+            Value::Object(inner) if is_group(&path) => {
+                Value::Object(walk(&here, &path, inner, depth + 1, leaves)?)
+            }
+            Value::Object(_) => {
+                return Err(RequestError::bad(format!(
+                    "{here}: not accepted here (a setting, not a group of settings)"
+                )))
+            }
             leaf => {
                 *leaves += 1;
                 if *leaves > MAX_LEAVES {
@@ -103,9 +122,14 @@ fn check_leaf(field: &str, path: &str, v: Value) -> Result<Value, RequestError> 
     };
     match (kind, &v) {
         (Some(Kind::Bool), Value::Bool(_)) => Ok(v),
-        (Some(Kind::Int), Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(v),
+        // JSON Schema counts `200.0` as an integer: it is one, written as QMK reads it.
+        (Some(Kind::Int), Value::Number(n)) if super::integral(n).is_some() => {
+            Ok(Value::from(super::integral(n).unwrap_or_default()))
+        }
         (Some(Kind::Bool), _) => Err(RequestError::bad(format!("{field}: must be true or false"))),
-        (Some(Kind::Int), _) => Err(RequestError::bad(format!("{field}: must be an integer"))),
+        (Some(Kind::Int), _) => Err(RequestError::bad(format!(
+            "{field}: must be an integer of at most 2^53 - 1"
+        ))),
         (None, _) => Err(RequestError::bad(format!(
             "{field}: not accepted (Oven accepts the config settings QMK renders as a number \
              or a boolean, and features.<name>: true|false; see the README)"
@@ -117,6 +141,40 @@ fn check_leaf(field: &str, path: &str, v: Value) -> Result<Value, RequestError> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The OpenAPI document's `KeymapConfig` states exactly the table (clients and schemathesis
+    /// generate requests from it).
+    #[test]
+    fn the_openapi_config_schema_is_the_table() {
+        let doc: Value = serde_json::from_str(include_str!("../http/openapi.json")).unwrap();
+        let mut found = Vec::new();
+        fn walk(prefix: &str, s: &Value, found: &mut Vec<(String, Kind)>) {
+            for (k, v) in s["properties"].as_object().unwrap() {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v["type"].as_str() {
+                    Some("integer") => found.push((path, Kind::Int)),
+                    Some("boolean") => found.push((path, Kind::Bool)),
+                    _ if path == "features" => {}
+                    _ => walk(&path, v, found),
+                }
+            }
+        }
+        walk(
+            "",
+            &doc["components"]["schemas"]["KeymapConfig"],
+            &mut found,
+        );
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let table: Vec<(String, Kind)> = CONFIG_PATHS
+            .iter()
+            .map(|(p, k, _)| (p.to_string(), *k))
+            .collect();
+        assert_eq!(found, table);
+    }
 
     #[test]
     fn the_table_is_sorted_for_binary_search() {
@@ -150,6 +208,13 @@ mod tests {
         assert!(e(json!({"features": {"oled": 1}}))
             .starts_with("config.features.oled: must be true or false"));
         assert!(e(json!({"tapping": {"term": 1.5}})).contains("must be an integer"));
+        assert!(e(json!({"tapping": {"term": 9007199254740992u64}})).contains("must be an integer"));
         assert!(e(json!([])).starts_with("config: must be an object"));
+        // A setting given as an object is not a group (schemathesis found `ws2812.rgbw: {}`).
+        assert!(
+            e(json!({"ws2812": {"rgbw": {}}})).starts_with("config.ws2812.rgbw: not accepted here")
+        );
+        assert!(e(json!({"nothing": {}})).starts_with("config.nothing: not accepted here"));
+        assert!(config(json!({"ws2812": {}, "features": {}})).is_ok());
     }
 }

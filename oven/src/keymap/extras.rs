@@ -21,8 +21,8 @@ use super::{quote, RequestError, MAX_LAYERS};
 pub const MAX_MACROS: usize = 32;
 /// Fragments in one macro.
 pub const MAX_MACRO_FRAGMENTS: usize = 256;
-/// Bytes of one macro text fragment.
-pub const MAX_MACRO_TEXT: usize = 4096;
+/// Characters of one macro text fragment (the OpenAPI document's maxLength).
+pub const MAX_MACRO_TEXT: usize = 1024;
 /// Encoders (or dip switches) per layer.
 pub const MAX_ENCODERS: usize = 32;
 /// Longest `host_language`, `converter`, action keycode or `commit`.
@@ -223,8 +223,10 @@ pub fn dip_switches(v: Value) -> Result<Vec<DipSwitch>, RequestError> {
 /// 1 to 8 are `SEND_STRING`'s own command codes, `quantum/send_string/send_string.h`, so text
 /// would turn into key actions).
 fn macro_text(field: &str, s: &str) -> Result<(), RequestError> {
-    if s.len() > MAX_MACRO_TEXT {
-        return Err(bad(format!("{field}: longer than {MAX_MACRO_TEXT} bytes")));
+    if s.chars().count() > MAX_MACRO_TEXT {
+        return Err(bad(format!(
+            "{field}: longer than {MAX_MACRO_TEXT} characters"
+        )));
     }
     if let Some((at, c)) = s
         .char_indices()
@@ -344,8 +346,8 @@ fn macro_action(field: &str, mut o: Map<String, Value>) -> Result<MacroAction, R
     };
     let duration = match o.remove("duration") {
         None => None,
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(d) if d <= u64::from(u32::MAX) => Some(d),
+        Some(Value::Number(n)) => match super::integral(&n) {
+            Some(d) if (0..=i64::from(u32::MAX)).contains(&d) => Some(d as u64),
             _ => {
                 return Err(bad(format!(
                     "{field}.duration: must be an integer from 0 to {} (milliseconds)",
@@ -584,6 +586,12 @@ mod tests {
         );
         assert!(e(macros(json!([[{"action": "delay", "duration": 1.5}]])))
             .starts_with("macros[0][0].duration: must be an integer from 0"));
+        // JSON Schema's integer 50.0 is QMK's 50.
+        let m = macros(json!([[{"action": "delay", "duration": 50.0}]])).unwrap();
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!([[{"action": "delay", "duration": 50}]])
+        );
         assert!(e(macros(json!([[{"action": "delay"}]]))).contains("a delay needs a duration"));
         assert!(e(macros(json!([[{"action": "run"}]])))
             .starts_with("macros[0][0].action: must be one of"));

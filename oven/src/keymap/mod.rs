@@ -246,7 +246,16 @@ impl KeymapRequest {
         let mut take = |k: &str| obj.remove(k).filter(|v| !v.is_null());
         let version = match take("version") {
             None => None,
-            Some(Value::Number(n)) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            // JSON Schema counts `1.0` as an integer too (the OpenAPI document says integer).
+            Some(Value::Number(n)) => match n
+                .as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (0.0..=i32::MAX as f64).contains(f))
+                        .map(|f| f as u64)
+                })
+                .and_then(|v| u32::try_from(v).ok())
+            {
                 Some(v) if v <= i32::MAX as u32 => Some(v),
                 _ => {
                     return Err(RequestError::bad(
@@ -324,6 +333,21 @@ pub const SKELETON_DOCUMENTATION: &str = "This file is a QMK Configurator export
 fn default_documentation(keyboard: &str, keymap: &str) -> String {
     let file = format!("{}.json", names::display_stem(keyboard, keymap));
     SKELETON_DOCUMENTATION.replace("{keymap}", &file)
+}
+
+/// `n` as an integer if it is one: JSON Schema (and so the OpenAPI document) counts `7.0` as
+/// the integer 7. `None` for a fraction or beyond 2^53.
+pub(crate) fn integral(n: &serde_json::Number) -> Option<i64> {
+    // 2^53 - 1: the integers every JSON reader holds exactly (the OpenAPI bound too).
+    const MAX: i64 = 9_007_199_254_740_991;
+    let i = match n.as_i64() {
+        Some(i) => i,
+        None => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= MAX as f64)
+            .map(|f| f as i64)?,
+    };
+    (-MAX..=MAX).contains(&i).then_some(i)
 }
 
 fn take_string(obj: &mut Map<String, Value>, key: &str) -> Result<String, RequestError> {
@@ -674,6 +698,15 @@ mod tests {
         let mut v = req();
         v["version"] = json!(-1);
         assert!(err(v).message.starts_with("version:"));
+        for bad in [json!(1.5), json!(2147483648.0), json!(-1.0)] {
+            let mut v = req();
+            v["version"] = bad;
+            assert!(err(v).message.starts_with("version:"));
+        }
+        // An integral float is an integer to JSON Schema, so to the OpenAPI document too.
+        let mut v = req();
+        v["version"] = json!(7.0);
+        assert_eq!(KeymapRequest::from_value(v).unwrap().version, Some(7));
         let mut v = req();
         v["notes"] = json!("x".repeat(MAX_TEXT_LEN + 1));
         assert!(err(v).message.starts_with("notes:"));

@@ -7,6 +7,14 @@
 //! A compile that fails is a *result* (`finished`, returncode ≠ 0, a `failure` class and the
 //! log); only infrastructure errors are errors, so that the queue delivers the message again.
 //! See [`runner`] for how the build itself is confined.
+//!
+//! Leases are heartbeats: a started job's lease is short ([`WorkerConfig::lease`], 30 s) and
+//! renewed every [`WorkerConfig::heartbeat`] while the job is worked on, with the queue
+//! message's visibility extended alongside. A dead worker is thus noticed within a lease (its
+//! message comes back, and the reaper sees the lapsed lease), while a long compile is never
+//! taken from a live one. A worker whose lease was taken over, or ran out because it could not
+//! renew, stops its build ([`WorkerError::LeaseLost`]); its finish could not be stored anyway
+//! (the attempt guards it).
 
 mod artifacts;
 pub mod batch;
@@ -62,6 +70,11 @@ pub mod returncode {
     pub const NOT_BUILDABLE: i32 = -6;
 }
 
+/// Default [`WorkerConfig::lease`].
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Default [`WorkerConfig::heartbeat`].
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// How the worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -77,8 +90,12 @@ pub struct WorkerConfig {
     /// Base of the URLs in results, without a trailing slash.
     pub public_url: String,
     pub compile_timeout: Duration,
-    /// Added to the compile timeout for the lease (uploads, archive).
-    pub lease_margin: Duration,
+    /// How long a started job stays with this worker without a renewal: how soon a dead
+    /// worker's job is taken over. Renewed every `heartbeat` while the job runs.
+    pub lease: Duration,
+    /// How often the lease is renewed (and the message's visibility extended); well under
+    /// `lease`, so that a renewal or two may fail without losing the job.
+    pub heartbeat: Duration,
     /// `-j` for the build.
     pub jobs: usize,
     pub log_cap: usize,
@@ -109,7 +126,8 @@ impl WorkerConfig {
                 .trim_end_matches('/')
                 .to_string(),
             compile_timeout: Duration::from_secs(secs),
-            lease_margin: Duration::from_secs(120),
+            lease: DEFAULT_LEASE,
+            heartbeat: DEFAULT_HEARTBEAT,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             log_cap: 1 << 20,
             max_attempts: 3,
@@ -142,6 +160,26 @@ pub enum WorkerError {
     Io(#[from] std::io::Error),
     #[error("cannot run the build: {0}")]
     Run(#[from] runner::RunError),
+    /// The worker stopped working on the job: see [`LeaseLost`]. The message is not
+    /// acknowledged; whoever holds the job now, or the next delivery, carries on.
+    #[error("lease lost: {0}")]
+    LeaseLost(LeaseLost),
+    #[error("another oven serve runs a worker on this data directory ({0})")]
+    Locked(PathBuf),
+}
+
+/// Why a worker let go of a job before finishing it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseLost {
+    /// Another worker started it (or the reaper requeued or failed it): a renewal found it so.
+    #[error("job is {state} at attempt {attempt}, not ours any more")]
+    TakenOver { state: &'static str, attempt: u32 },
+    /// The job is gone (expired).
+    #[error("job no longer exists")]
+    Gone,
+    /// No renewal succeeded until the lease ran out: another worker may hold it by now.
+    #[error("could not renew the lease before it ran out")]
+    Expired,
 }
 
 impl From<crate::ports::InvalidArtifactKey> for WorkerError {
@@ -385,15 +423,29 @@ impl Worker {
     }
 
     /// Handles one queue message. `Ok` means: acknowledge it. Everything it logs carries the
-    /// job id.
+    /// job id. Without a receipt, the lease is renewed but no message visibility extended.
     pub async fn process(&self, message: &QueueMessage) -> Result<Processed, WorkerError> {
+        self.process_delivery(message, None).await
+    }
+
+    /// [`process`](Self::process) for a delivery whose `receipt` (SQS receipt handle, local
+    /// receipt) the heartbeat keeps invisible while the job runs.
+    pub async fn process_delivery(
+        &self,
+        message: &QueueMessage,
+        receipt: Option<&str>,
+    ) -> Result<Processed, WorkerError> {
         use tracing::Instrument;
-        self.process_in_span(message)
+        self.process_in_span(message, receipt)
             .instrument(telemetry::job_span(message.job_id))
             .await
     }
 
-    async fn process_in_span(&self, message: &QueueMessage) -> Result<Processed, WorkerError> {
+    async fn process_in_span(
+        &self,
+        message: &QueueMessage,
+        receipt: Option<&str>,
+    ) -> Result<Processed, WorkerError> {
         let id = message.job_id;
         let Some(job) = self.store.get(id).await? else {
             tracing::warn!(job = %id, "message for a job that does not exist");
@@ -402,12 +454,17 @@ impl Worker {
         if job.state.is_terminal() {
             return Ok(Processed::Duplicate(job.state));
         }
+        // Held by a live worker: nothing to do (and no base archive to prepare for it).
+        if job.state == JobState::Running && job.lease_until.is_some_and(|l| l >= Millis::now()) {
+            tracing::info!(job = %id, attempt = job.attempt, "held by another worker");
+            return Ok(Processed::Duplicate(job.state));
+        }
         // The base archive can take a while the first time: make it before taking the lease.
         if self.cfg.source_archives && self.precheck(&job).is_ok() {
             self.base_index().await?;
         }
         let now = Millis::now();
-        let lease = now.plus(self.cfg.compile_timeout + self.cfg.lease_margin);
+        let lease = now.plus(self.cfg.lease);
         let job = match self
             .store
             .transition(
@@ -427,7 +484,19 @@ impl Worker {
             Err(TransitionError::NotFound(_)) => return Ok(Processed::Missing),
             Err(TransitionError::Backend(e)) => return Err(e.into()),
         };
-        let result = self.build_result(&job).await?;
+        if let Some(r) = receipt {
+            self.extend_visibility(r).await;
+        }
+        // The build runs while the lease is renewed; losing the lease drops the build (which
+        // kills its process group, see `runner`).
+        let result = tokio::select! {
+            result = self.build_result(&job) => result?,
+            lost = self.hold_lease(&job, receipt) => {
+                tracing::warn!(job = %id, attempt = job.attempt, reason = %lost, "lease lost: build stopped");
+                telemetry::emit(Metric::LeaseLost);
+                return Err(WorkerError::LeaseLost(lost));
+            }
+        };
         let (returncode, cached) = (result.returncode, result.cached == Some(true));
         let metrics = finish_metrics(&job, &result);
         match self
@@ -450,6 +519,62 @@ impl Worker {
             Err(TransitionError::Conflict(c)) => Ok(Processed::Duplicate(c.current.state)),
             Err(TransitionError::NotFound(_)) => Ok(Processed::Missing),
             Err(TransitionError::Backend(e)) => Err(e.into()),
+        }
+    }
+
+    /// Renews the lease of the started `job` every heartbeat, extending the visibility of its
+    /// message alongside; returns only when the lease is lost.
+    async fn hold_lease(&self, job: &Job, receipt: Option<&str>) -> LeaseLost {
+        let beat = self.cfg.heartbeat;
+        let mut until = job.lease_until.unwrap_or_else(Millis::now);
+        loop {
+            // Wake at the next beat, or when the lease we hold would run out if sooner.
+            let left = Duration::from_millis((until.0 - Millis::now().0).max(0) as u64);
+            tokio::time::sleep(beat.min(left)).await;
+            let next = Millis::now().plus(self.cfg.lease);
+            let renew = self.store.transition(
+                job.id,
+                Transition::Renew {
+                    attempt: job.attempt,
+                    lease_until: next,
+                },
+            );
+            // A renewal that hangs must not outlive the lease it is meant to keep.
+            match tokio::time::timeout(beat, renew).await {
+                Ok(Ok(_)) => {
+                    until = next;
+                    if let Some(r) = receipt {
+                        self.extend_visibility(r).await;
+                    }
+                }
+                Ok(Err(TransitionError::Conflict(c))) => {
+                    return LeaseLost::TakenOver {
+                        state: c.current.state.as_str(),
+                        attempt: c.current.attempt,
+                    }
+                }
+                Ok(Err(TransitionError::NotFound(_))) => return LeaseLost::Gone,
+                Ok(Err(TransitionError::Backend(e))) => {
+                    tracing::warn!(job = %job.id, error = %e, "lease renewal failed");
+                }
+                Err(_) => tracing::warn!(job = %job.id, "lease renewal timed out"),
+            }
+            if Millis::now() >= until {
+                return LeaseLost::Expired;
+            }
+        }
+    }
+
+    /// Keeps the message invisible a heartbeat longer than the lease: it comes back only once
+    /// the lease is over, when a new delivery can start the job. Best effort: the reaper covers
+    /// a message that comes back early (it is then a duplicate) or not at all.
+    async fn extend_visibility(&self, receipt: &str) {
+        let timeout = self.cfg.lease + self.cfg.heartbeat;
+        let extend = self.queue.extend_visibility(receipt, timeout);
+        match tokio::time::timeout(self.cfg.heartbeat, extend).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not extend the message's visibility"),
+            Err(_) => tracing::warn!("extending the message's visibility timed out"),
         }
     }
 
@@ -628,6 +753,7 @@ impl Worker {
         {
             Ok(_) => {
                 tracing::warn!(job_id = %message.job_id, "dead letter: job failed");
+                telemetry::emit(Metric::JobDeadLettered);
                 telemetry::emit(Metric::Failure(FailureClass::new("dead_letter")));
                 Ok(())
             }
@@ -636,46 +762,105 @@ impl Worker {
         }
     }
 
-    /// Jobs whose worker vanished (lease over): queued again, or failed after
-    /// `max_attempts` starts. Returns how many were handled.
+    /// Jobs whose worker vanished (lease over): queued again (message sent, then the job
+    /// moved back to `queued` if its lease is still over), or failed after `max_attempts`
+    /// starts. Returns how many were handled. Runs in the local worker loop, and on AWS on a
+    /// schedule (the compile function's `Reaper` event) as well as after each batch.
     pub async fn reap(&self) -> Result<usize, WorkerError> {
         let now = Millis::now();
         let expired = self.store.expired_leases(now, 50).await?;
+        let mut handled = 0;
         for job in &expired {
-            if job.attempt >= self.cfg.max_attempts {
+            let outcome = if job.attempt >= self.cfg.max_attempts {
                 let reason = format!(
                     "The compile worker stopped responding {} times; giving up.",
                     job.attempt
                 );
-                match self
+                let r = self
                     .store
                     .transition(job.id, Transition::Fail { at: now, reason })
-                    .await
-                {
-                    Ok(_)
-                    | Err(TransitionError::Conflict(_))
-                    | Err(TransitionError::NotFound(_)) => {}
-                    Err(TransitionError::Backend(e)) => return Err(e.into()),
+                    .await;
+                if r.is_ok() {
+                    telemetry::emit(Metric::Failure(FailureClass::new("worker_lost")));
                 }
+                r
             } else {
+                // Message first: should we stop in between, the job is still running with its
+                // lease over, and the next round sends again (a duplicate is harmless; a
+                // queued job without a message would wait forever).
                 self.queue.send(&QueueMessage { job_id: job.id }).await?;
+                let r = self
+                    .store
+                    .transition(
+                        job.id,
+                        Transition::Requeue {
+                            at: now,
+                            attempt: job.attempt,
+                        },
+                    )
+                    .await;
+                if r.is_ok() {
+                    tracing::warn!(job = %job.id, attempt = job.attempt, "requeued: its worker stopped renewing the lease");
+                    telemetry::emit(Metric::JobRequeued);
+                }
+                r
+            };
+            match outcome {
+                Ok(_) => handled += 1,
+                // Renewed, started or finished meanwhile: not ours to touch.
+                Err(TransitionError::Conflict(_)) | Err(TransitionError::NotFound(_)) => {}
+                Err(TransitionError::Backend(e)) => return Err(e.into()),
             }
         }
-        Ok(expired.len())
+        Ok(handled)
+    }
+
+    /// Gives up at once the lease of every running job, so that [`reap`](Self::reap) queues
+    /// them again now rather than when their leases run out. Only for a worker that knows no
+    /// other worker shares its store: `oven serve` on start, holding the data directory's
+    /// worker lock, when every running job was held by its own previous run. Conditional on
+    /// each job's attempt, so a job taken meanwhile is left alone. Returns their ids, oldest
+    /// submission first.
+    pub async fn release_orphaned_leases(&self) -> Result<Vec<JobId>, WorkerError> {
+        let mut running = self.store.expired_leases(Millis(i64::MAX), 1_000).await?;
+        running.sort_by_key(|j| j.created_at);
+        let mut released = Vec::new();
+        for job in running {
+            let past = Millis(Millis::now().0 - 1);
+            match self
+                .store
+                .transition(
+                    job.id,
+                    Transition::Renew {
+                        attempt: job.attempt,
+                        lease_until: past,
+                    },
+                )
+                .await
+            {
+                Ok(_) => released.push(job.id),
+                Err(TransitionError::Conflict(_)) | Err(TransitionError::NotFound(_)) => {}
+                Err(TransitionError::Backend(e)) => return Err(e.into()),
+            }
+        }
+        Ok(released)
     }
 
     /// The local worker loop: receive, process, acknowledge; reap now and then. Runs until
     /// the task is dropped.
     pub async fn run(self: Arc<Self>) {
         let mut last_reap = std::time::Instant::now() - Duration::from_secs(3600);
+        // Often enough that a lapsed lease is seen within half a lease more.
+        let reap_every = (self.cfg.lease / 2).max(Duration::from_millis(100));
         loop {
-            if last_reap.elapsed() > Duration::from_secs(15) {
+            if last_reap.elapsed() >= reap_every {
                 last_reap = std::time::Instant::now();
                 if let Err(e) = self.reap().await {
                     tracing::warn!(error = %e, "reaper");
                 }
             }
-            let deliveries = match self.queue.receive(1, Duration::from_secs(5)).await {
+            let wait = reap_every.min(Duration::from_secs(5));
+            let deliveries = match self.queue.receive(1, wait).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(error = %e, "receive");
@@ -684,7 +869,7 @@ impl Worker {
                 }
             };
             for d in deliveries {
-                match self.process(&d.message).await {
+                match self.process_delivery(&d.message, Some(&d.receipt)).await {
                     Ok(p) => {
                         tracing::info!(job = %d.message.job_id, outcome = ?p, "processed");
                         if let Err(e) = self.queue.ack(&d.receipt).await {
@@ -699,16 +884,36 @@ impl Worker {
     }
 }
 
+/// File in the data directory that the process running its worker holds locked.
+pub const WORKER_LOCK: &str = "worker.lock";
+
 /// Starts the worker loop of `oven serve` on the local adapters: jobs from the local queue,
 /// and the local dead-letter table drained into failed jobs (as SQS's dead-letter queue is on
 /// AWS). Without a tree (`cfg.qmk_home` is `None`) it still runs and finishes each job with
 /// [`tree::NO_TREE_MESSAGE`].
+///
+/// It first takes the data directory's [`WORKER_LOCK`] (an OS file lock, released when the
+/// process dies however it dies), failing with [`WorkerError::Locked`] if another process
+/// holds it. Holding it, it knows that no build of this data directory is live, so the jobs
+/// found running were held by a previous run that died: it gives up their leases and queues
+/// them again at once, before taking new work.
 pub fn spawn_local(
     storage: &crate::adapters::local::LocalStorage,
     cfg: WorkerConfig,
-) -> tokio::task::JoinHandle<()> {
+) -> Result<tokio::task::JoinHandle<()>, WorkerError> {
     if cfg.qmk_home.is_none() {
         tracing::warn!("{}", tree::NO_TREE_MESSAGE);
+    }
+    let lock_path = storage.data_dir.join(WORKER_LOCK);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(WorkerError::Locked(lock_path)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
     }
     let db = Arc::new(storage.db.clone());
     let worker = Arc::new(Worker::new(
@@ -718,7 +923,34 @@ pub fn spawn_local(
         cfg,
     ));
     let dead = worker.clone();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
+        // Held (open and locked) for as long as the worker runs.
+        let _lock = lock;
+        let released = match worker.release_orphaned_leases().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the previous run's jobs");
+                Vec::new()
+            }
+        };
+        if !released.is_empty() {
+            tracing::warn!(
+                jobs = released.len(),
+                "requeuing jobs the previous run was building"
+            );
+            // Queued durably first (a message each), then built before anything submitted
+            // after them; their messages then find them done.
+            if let Err(e) = worker.reap().await {
+                tracing::warn!(error = %e, "reaper");
+            }
+            for id in released {
+                let message = QueueMessage { job_id: id };
+                match worker.process(&message).await {
+                    Ok(p) => tracing::info!(job = %id, outcome = ?p, "processed"),
+                    Err(e) => tracing::error!(job = %id, error = %e, "job failed"),
+                }
+            }
+        }
         let drain = async move {
             loop {
                 match db.take_dead_letters(50).await {
@@ -734,8 +966,9 @@ pub fn spawn_local(
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         };
+        // `run` reaps first, so the released jobs are queued before anything is received.
         tokio::join!(worker.run(), drain);
-    })
+    }))
 }
 
 #[cfg(test)]

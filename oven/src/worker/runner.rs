@@ -152,6 +152,19 @@ fn drop_privileges() {
     }
 }
 
+/// Kills the build's process group when dropped armed: the caller abandoned the build (dropped
+/// the future of [`run`]) because its worker lost the lease or is stopping, and `kill_on_drop`
+/// alone would reach only the direct child, not `make` and the compilers under it.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            kill_group(p);
+        }
+    }
+}
+
 /// Runs `spec` to completion, timeout or not. Errors are only failures to run it at all.
 pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
     let started = Instant::now();
@@ -182,6 +195,7 @@ pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
         source,
     })?;
     let pgid = child.id();
+    let mut guard = GroupGuard(pgid);
 
     let cap = spec.log_cap;
     let reading = tokio::task::spawn_blocking(move || {
@@ -223,9 +237,7 @@ pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
         }
     };
     // Whatever the build left running in the background goes too (it would hold the log pipe).
-    if let Some(p) = pgid {
-        kill_group(p);
-    }
+    drop(std::mem::replace(&mut guard, GroupGuard(None)));
     let (mut log, log_bytes) = match tokio::time::timeout(Duration::from_secs(10), reading).await {
         Ok(Ok(done)) => done,
         // A process that left our group still holds the pipe: give up on the rest of the log.
@@ -293,6 +305,22 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(3));
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_build_is_killed_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild-survived");
+        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let spec = sh(&script, Duration::from_secs(60), 1 << 20);
+        // The worker drops the build when its lease is lost.
+        let abandoned = tokio::time::timeout(Duration::from_millis(300), run(&spec)).await;
+        assert!(abandoned.is_err(), "the build should still be running");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !marker.exists(),
+            "a build process outlived its abandoned build"
+        );
     }
 
     #[tokio::test]

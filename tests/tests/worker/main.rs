@@ -3,6 +3,7 @@
 //! `OVEN_QMK_HOME`.
 
 mod faults;
+mod recovery;
 mod repro;
 mod verify;
 
@@ -60,7 +61,8 @@ impl Env {
             work_root: self.dir.path().join("work"),
             public_url: "https://oven.example".into(),
             compile_timeout: Duration::from_secs(120),
-            lease_margin: Duration::from_secs(30),
+            lease: oven::worker::DEFAULT_LEASE,
+            heartbeat: oven::worker::DEFAULT_HEARTBEAT,
             jobs: 2,
             log_cap: 1 << 20,
             max_attempts: 3,
@@ -527,7 +529,7 @@ async fn without_a_tree_every_job_finishes_with_the_setup_hint() {
 #[tokio::test]
 async fn local_worker_loop_submit_to_download() {
     let env = Env::new();
-    let handle = oven::worker::spawn_local(&env.storage, env.cfg());
+    let handle = oven::worker::spawn_local(&env.storage, env.cfg()).unwrap();
     let id = env.submit(good()).await;
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -581,7 +583,7 @@ async fn local_dead_letters_fail_their_jobs() {
         .await
         .unwrap()
         .is_empty());
-    let handle = oven::worker::spawn_local(&env.storage, env.cfg());
+    let handle = oven::worker::spawn_local(&env.storage, env.cfg()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !env.job(id).await.state.is_terminal() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -674,6 +676,7 @@ async fn lambda_batch_fails_dead_letters_and_reports_infrastructure_errors() {
         message_id: mid.into(),
         body: serde_json::to_string(&QueueMessage { job_id: id }).unwrap(),
         event_source_arn: Some(arn.into()),
+        receipt_handle: None,
     };
     let records = [
         rec("m1", ok, "arn:aws:sqs:us-east-1:000000000000:oven-jobs"),
@@ -682,6 +685,7 @@ async fn lambda_batch_fails_dead_letters_and_reports_infrastructure_errors() {
             message_id: "m3".into(),
             body: "not json".into(),
             event_source_arn: None,
+            receipt_handle: None,
         },
     ];
     assert!(handle(&worker, Some(dlq), &records).await.is_empty());

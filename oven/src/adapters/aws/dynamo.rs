@@ -150,6 +150,14 @@ fn update_for(t: &Transition, now: Millis) -> Result<Update, BackendError> {
             values.push((":running", s(JobState::Running.as_str())));
             "#s IN (:queued, :running)"
         }
+        Precondition::LapsedAttempt { attempt, at } => {
+            names.push(("#a", "attempt"));
+            names.push(("#l", "lease_until"));
+            values.push((":running", s(JobState::Running.as_str())));
+            values.push((":attempt", n(attempt)));
+            values.push((":at", n(at.0)));
+            "#s = :running AND #a = :attempt AND #l < :at"
+        }
     };
     let condition = format!("attribute_exists(id) AND #x > :now AND ({precondition})");
     values.push((":target", s(t.target().as_str())));
@@ -183,6 +191,13 @@ fn update_for(t: &Transition, now: Millis) -> Result<Update, BackendError> {
             values.push((":finished", n(at.0)));
             values.push((":reason", s(reason.clone())));
             "SET #s = :target, #fa = :finished, #e = :reason REMOVE #l".to_string()
+        }
+        // Without `lease_until` the item leaves the sparse reaper index.
+        Transition::Requeue { .. } => "SET #s = :target REMOVE #l".to_string(),
+        Transition::Renew { lease_until, .. } => {
+            names.push(("#l", "lease_until"));
+            values.push((":lease", n(lease_until.0)));
+            "SET #s = :target, #l = :lease".to_string()
         }
     };
     Ok(Update {
@@ -385,6 +400,14 @@ mod tests {
             Transition::Fail {
                 at: Millis(1),
                 reason: "r".into(),
+            },
+            Transition::Renew {
+                attempt: 1,
+                lease_until: Millis(2),
+            },
+            Transition::Requeue {
+                at: Millis(3),
+                attempt: 1,
             },
         ];
         for t in transitions {

@@ -14,6 +14,8 @@ const BACKEND: &str = "sqs";
 /// SQS limits: 10 messages per receive, 20 s of long polling.
 const MAX_MESSAGES: usize = 10;
 const MAX_WAIT: Duration = Duration::from_secs(20);
+/// SQS limit of a visibility timeout.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
@@ -115,6 +117,27 @@ impl JobQueue for SqsQueue {
             .delete_message()
             .queue_url(&self.url)
             .receipt_handle(receipt)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| super::sdk_error(BACKEND, e))
+    }
+
+    async fn extend_visibility(
+        &self,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        // SQS counts whole seconds, up to 12 hours from the receive.
+        let secs = timeout
+            .as_millis()
+            .div_ceil(1000)
+            .min(MAX_VISIBILITY.as_secs() as u128) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs)
             .send()
             .await
             .map(|_| ())

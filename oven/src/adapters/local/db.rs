@@ -103,6 +103,8 @@ enum Op {
     Send(JobId, Reply<Result<(), BackendError>>),
     Receive(usize, Reply<Result<Vec<Delivery>, BackendError>>),
     Ack(i64, u32, Reply<Result<(), BackendError>>),
+    /// Message id, receive count of the receipt, visible again at (ms).
+    Extend(i64, u32, i64, Reply<Result<(), BackendError>>),
     TakeDead(usize, Reply<Result<Vec<DeadLetter>, BackendError>>),
     Purge(Millis, usize, Reply<Result<Vec<JobId>, BackendError>>),
 }
@@ -361,6 +363,14 @@ impl LocalDb {
     }
 }
 
+/// A receipt is `<message id>.<receive count>`.
+fn parse_receipt(receipt: &str) -> Result<(i64, u32), BackendError> {
+    receipt
+        .split_once('.')
+        .and_then(|(id, n)| Some((id.parse::<i64>().ok()?, n.parse::<u32>().ok()?)))
+        .ok_or_else(|| backend(format!("malformed receipt {receipt:?}")))
+}
+
 fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open_with_flags(
         path,
@@ -510,6 +520,15 @@ impl Writer {
                             "DELETE FROM queue WHERE id = ?1 AND receive_count = ?2",
                         )?
                         .execute(params![id, count])?;
+                        Answer::Unit(reply)
+                    }
+                    Op::Extend(id, count, until, reply) => {
+                        // Only the latest receipt counts: after a redelivery the message
+                        // belongs to its new receiver.
+                        tx.prepare_cached(
+                            "UPDATE queue SET visible_at = ?3 WHERE id = ?1 AND receive_count = ?2",
+                        )?
+                        .execute(params![id, count, until])?;
                         Answer::Unit(reply)
                     }
                     Op::TakeDead(limit, reply) => Answer::Dead(reply, take_dead(&tx, limit)?),
@@ -775,13 +794,18 @@ impl JobQueue for LocalDb {
     }
 
     async fn ack(&self, receipt: &str) -> Result<(), BackendError> {
-        let parsed = receipt
-            .split_once('.')
-            .and_then(|(id, n)| Some((id.parse::<i64>().ok()?, n.parse::<u32>().ok()?)));
-        let Some((id, count)) = parsed else {
-            return Err(backend(format!("malformed receipt {receipt:?}")));
-        };
+        let (id, count) = parse_receipt(receipt)?;
         self.call(|tx| Op::Ack(id, count, tx), Err).await
+    }
+
+    async fn extend_visibility(
+        &self,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        let (id, count) = parse_receipt(receipt)?;
+        let until = Millis::now().plus(timeout).0;
+        self.call(|tx| Op::Extend(id, count, until, tx), Err).await
     }
 
     async fn waiting(&self) -> Result<u64, BackendError> {
