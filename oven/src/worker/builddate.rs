@@ -174,7 +174,10 @@ pub async fn prepare(
         ),
     )?;
     let version_h = dir.join("version.h");
-    if !version_h.is_file() {
+    // Decided once per directory: a version.h appearing later would not rebuild the objects
+    // whose dependency files name the tree's own.
+    let none = dir.join("version.h.none");
+    if !version_h.is_file() && !none.is_file() {
         let generated = dir.join("version.h.qmk");
         let spec = runner::BuildSpec {
             program: cfg.qmk.clone(),
@@ -202,6 +205,7 @@ pub async fn prepare(
                     log,
                     "no version.h to restamp: QMK_BUILDDATE stays the tree's"
                 );
+                std::fs::write(&none, &log)?;
             }
         }
         let _ = std::fs::remove_file(&generated);
@@ -247,6 +251,52 @@ mod tests {
              #define QMK_BUILDDATE \"2026-07-19-20:55:20\"\n#define QMK_GIT_HASH  \"NA\"\n"
         );
         assert_eq!(restamp_version_h("#pragma once\n", BuildDate(0)), None);
+    }
+
+    #[tokio::test]
+    async fn without_a_version_h_generator_only_the_compiler_date_is_pinned() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = WorkerConfig {
+            qmk: "/bin/false".into(),
+            work_root: d.path().join("work"),
+            ..WorkerConfig::from_env(Some(d.path()))
+        };
+        let date = BuildDate::from_epoch(1_784_494_520);
+        let pin = prepare(&cfg, "abc", date, d.path(), &[]).await.unwrap();
+        let dir = d.path().join("work/builddate/abc-1784494520");
+        assert_eq!(
+            pin.args,
+            [
+                "-e".to_string(),
+                format!(
+                    "EXTRAFLAGS=-I{0} -include {0}/oven_date.h -Wno-builtin-macro-redefined",
+                    dir.display()
+                )
+            ]
+        );
+        assert_eq!(
+            pin.env,
+            [("SOURCE_DATE_EPOCH".to_string(), "1784494520".to_string())]
+        );
+        assert!(std::fs::read_to_string(dir.join("oven_date.h"))
+            .unwrap()
+            .contains("#define __DATE__ \"Jul 19 2026\""));
+        assert!(!dir.join("version.h").exists());
+        assert!(dir.join("version.h.none").exists(), "the decision sticks");
+        // A second build changes nothing (warm objects stay warm).
+        let t = std::fs::metadata(dir.join("oven_date.h"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(
+            prepare(&cfg, "abc", date, d.path(), &[]).await.unwrap(),
+            pin
+        );
+        let t2 = std::fs::metadata(dir.join("oven_date.h"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(t, t2);
     }
 
     #[test]

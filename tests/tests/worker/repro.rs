@@ -205,3 +205,43 @@ async fn keymap_errors_lead_the_output_and_an_overflow_says_by_how_much() {
     assert!(flash.percent > 100);
     assert_eq!(flash.free_bytes, None);
 }
+
+/// Opt-in (`OVEN_QMK_HOME=<qmk_firmware tree>`, `qmk` and avr-gcc on PATH): a VIA-enabled
+/// dz60 keymap built in two work directories gives the same firmware, stamped with the tree
+/// commit's date (so VIA's EEPROM marker follows the firmware commit). The request carries
+/// `config` (VIA on), which the API refuses but the worker builds as given.
+#[tokio::test]
+async fn real_tree_via_firmware_is_reproducible() {
+    let Some(home) = std::env::var_os(oven::config::TEST_QMK_HOME) else {
+        eprintln!("skipped: set OVEN_QMK_HOME to a qmk_firmware tree");
+        return;
+    };
+    let home = std::path::PathBuf::from(home);
+    let mut layer: Vec<&str> = vec!["KC_A"; 61];
+    layer[14] = "KC_TAB";
+    let mut req = keymap("dz60", "via_repro", "LAYOUT_60_ansi", json!([layer]));
+    req["config"] = json!({"features": {"via": true}});
+    let mut firmwares = Vec::new();
+    for _ in 0..2 {
+        let env = Env::new();
+        let mut cfg = env.cfg();
+        cfg.qmk_home = Some(home.clone());
+        cfg.qmk = "qmk".into();
+        cfg.compile_timeout = std::time::Duration::from_secs(900);
+        cfg.source_archives = false;
+        let (r, fw) = build(&env, cfg, req.clone()).await;
+        assert!(r.output.contains("via.c"), "VIA not built: {}", r.output);
+        let date = oven::worker::tree::firmware_commit_time(&home).map(BuildDate::from_epoch);
+        assert_eq!(r.build_date, date.map(|d| d.qmk()));
+        eprintln!(
+            "{}: {} bytes, sha256 {}, build date {:?}, VIA marker {:02x?}",
+            r.firmware_filename,
+            fw.len(),
+            r.firmware_sha256.as_deref().unwrap_or(""),
+            r.build_date,
+            date.map(|d| d.via_marker())
+        );
+        firmwares.push(fw);
+    }
+    assert_eq!(firmwares[0], firmwares[1]);
+}
