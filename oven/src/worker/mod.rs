@@ -152,7 +152,7 @@ pub enum WorkerError {
     /// acknowledged; whoever holds the job now, or the next delivery, carries on.
     #[error("lease lost: {0}")]
     LeaseLost(LeaseLost),
-    #[error("another oven serve runs a worker on this data directory ({0})")]
+    #[error("another oven serve runs a worker on this data directory ({0}): stop it, or start this one with --no-worker")]
     Locked(PathBuf),
 }
 
