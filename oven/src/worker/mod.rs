@@ -164,7 +164,7 @@ pub enum WorkerError {
     /// acknowledged; whoever holds the job now, or the next delivery, carries on.
     #[error("lease lost: {0}")]
     LeaseLost(LeaseLost),
-    #[error("another oven serve runs a worker on this data directory ({0})")]
+    #[error("another oven serve runs a worker on this data directory ({0}): stop it, or start this one with --no-worker")]
     Locked(PathBuf),
 }
 
@@ -485,7 +485,8 @@ impl Worker {
             Err(TransitionError::Backend(e)) => return Err(e.into()),
         };
         if let Some(r) = receipt {
-            self.extend_visibility(r).await;
+            // Not yet renewing: this one may take a while longer than a heartbeat.
+            self.extend_visibility(r, self.cfg.lease / 2).await;
         }
         // The build runs while the lease is renewed; losing the lease drops the build (which
         // kills its process group, see `runner`).
@@ -539,12 +540,14 @@ impl Worker {
                     lease_until: next,
                 },
             );
-            // A renewal that hangs must not outlive the lease it is meant to keep.
-            match tokio::time::timeout(beat, renew).await {
+            // A slow renewal still helps while the lease holds; one that hangs must not
+            // outlive the lease it is meant to keep.
+            let left = Duration::from_millis((until.0 - Millis::now().0).max(0) as u64);
+            match tokio::time::timeout(left.max(beat), renew).await {
                 Ok(Ok(_)) => {
                     until = next;
                     if let Some(r) = receipt {
-                        self.extend_visibility(r).await;
+                        self.extend_visibility(r, beat).await;
                     }
                 }
                 Ok(Err(TransitionError::Conflict(c))) => {
@@ -565,13 +568,16 @@ impl Worker {
         }
     }
 
-    /// Keeps the message invisible a heartbeat longer than the lease: it comes back only once
-    /// the lease is over, when a new delivery can start the job. Best effort: the reaper covers
-    /// a message that comes back early (it is then a duplicate) or not at all.
-    async fn extend_visibility(&self, receipt: &str) {
-        let timeout = self.cfg.lease + self.cfg.heartbeat;
+    /// Keeps the message invisible two heartbeats longer than the lease: it comes back only
+    /// once the lease is over, when a new delivery can start the job, even if the worker died
+    /// between a renewal and this extension (one heartbeat would leave the message visible
+    /// exactly when the lease ends, and a delivery finding the job still held acknowledges
+    /// it). Best effort: the reaper covers a message that comes back early or not at all.
+    /// Gives up after `patience`.
+    async fn extend_visibility(&self, receipt: &str, patience: Duration) {
+        let timeout = self.cfg.lease + 2 * self.cfg.heartbeat;
         let extend = self.queue.extend_visibility(receipt, timeout);
-        match tokio::time::timeout(self.cfg.heartbeat, extend).await {
+        match tokio::time::timeout(patience, extend).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "could not extend the message's visibility"),
             Err(_) => tracing::warn!("extending the message's visibility timed out"),
