@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 
+use super::errors::Resource;
 use crate::job::{Job, JobId, JobState, Precondition, Transition};
 use crate::ports::{BackendError, CreateError, JobStore, TransitionError};
 use crate::time::Millis;
@@ -215,7 +216,7 @@ impl DynamoJobStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Table(&self.table), e))?;
         out.item().map(from_item).transpose()
     }
 }
@@ -239,7 +240,7 @@ impl JobStore for DynamoJobStore {
             {
                 Err(CreateError::Exists(job.id))
             }
-            Err(e) => Err(super::sdk_error(BACKEND, e).into()),
+            Err(e) => Err(super::resource_error(Resource::Table(&self.table), e).into()),
         }
     }
 
@@ -286,7 +287,7 @@ impl JobStore for DynamoJobStore {
                     _ => Err(TransitionError::NotFound(id)),
                 }
             }
-            Err(e) => Err(super::sdk_error(BACKEND, e).into()),
+            Err(e) => Err(super::resource_error(Resource::Table(&self.table), e).into()),
         }
     }
 
@@ -313,7 +314,7 @@ impl JobStore for DynamoJobStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| super::sdk_error(BACKEND, e))?;
+                .map_err(|e| super::resource_error(Resource::Table(&self.table), e))?;
             for item in page.items() {
                 if out.len() < limit {
                     out.push(from_item(item)?);
@@ -336,7 +337,7 @@ impl JobStore for DynamoJobStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::sdk_error(BACKEND, e))
+            .map_err(|e| super::resource_error(Resource::Table(&self.table), e))
     }
 }
 

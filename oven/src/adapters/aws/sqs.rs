@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
 
+use super::errors::Resource;
 use crate::ports::{BackendError, Delivery, JobQueue, QueueMessage};
 
 const BACKEND: &str = "sqs";
@@ -52,7 +53,7 @@ impl SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))?;
         let mut deliveries = Vec::new();
         for m in out.messages() {
             let (Some(body), Some(receipt)) = (m.body(), m.receipt_handle()) else {
@@ -92,7 +93,7 @@ impl JobQueue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::sdk_error(BACKEND, e))
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BackendError> {
@@ -118,7 +119,7 @@ impl JobQueue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::sdk_error(BACKEND, e))
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))
     }
 
     async fn waiting(&self) -> Result<u64, BackendError> {
@@ -129,7 +130,7 @@ impl JobQueue for SqsQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
             .send()
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))?;
         out.attributes()
             .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
             .and_then(|v| v.parse().ok())

@@ -1,0 +1,111 @@
+//! The compile function's handler: one SQS batch in, the records to deliver again out (partial
+//! batch failures; the event source mapping must enable `ReportBatchItemFailures`). Records from
+//! the dead-letter queue (event source ARN = `OVEN_DLQ_ARN`) fail their job. `main.rs` serves
+//! it through the Lambda Runtime API; the end-to-end test (`tests/tests/aws_path.rs`) calls the
+//! same [`Handler::handle`] on the events SQS delivers.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use oven::adapters::aws::{AwsStorage, MissingVar};
+use oven::worker::{batch, Worker, WorkerConfig};
+
+/// The worker of one execution environment and the ARN that marks dead-letter records.
+#[derive(Clone)]
+pub struct Handler {
+    pub worker: Arc<Worker>,
+    pub dlq_arn: Option<String>,
+}
+
+impl Handler {
+    pub fn new(worker: Arc<Worker>, dlq_arn: Option<String>) -> Handler {
+        Handler { worker, dlq_arn }
+    }
+
+    /// The worker on DynamoDB, SQS and S3, all named by the environment (`oven::config`).
+    ///
+    /// Errors: a required variable (`OVEN_JOB_TABLE`, `OVEN_QUEUE_URL`,
+    /// `OVEN_ARTIFACT_BUCKET`) is missing.
+    pub async fn from_env() -> Result<Handler, MissingVar> {
+        let cfg = WorkerConfig::from_env(None);
+        let storage = AwsStorage::from_env().await?;
+        let worker = Arc::new(Worker::new(
+            Arc::new(storage.jobs),
+            Arc::new(storage.queue),
+            Arc::new(storage.artifacts),
+            cfg,
+        ));
+        let dlq_arn = std::env::var(oven::config::DLQ_ARN)
+            .ok()
+            .filter(|v| !v.is_empty());
+        Ok(Handler::new(worker, dlq_arn))
+    }
+
+    /// Processes one batch; the response names the records SQS must deliver again.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let failed = batch::handle(&self.worker, self.dlq_arn.as_deref(), &records(event)).await;
+        // Nothing else runs on a schedule on AWS: each invocation also takes over jobs whose
+        // worker died (a Query on the lease index, usually empty).
+        if let Err(e) = self.worker.reap().await {
+            tracing::warn!(error = %e, "reaper");
+        }
+        response(failed)
+    }
+}
+
+fn records(event: SqsEvent) -> Vec<batch::Record> {
+    event
+        .records
+        .into_iter()
+        .map(|r| batch::Record {
+            message_id: r.message_id.unwrap_or_default(),
+            body: r.body.unwrap_or_default(),
+            event_source_arn: r.event_source_arn,
+        })
+        .collect()
+}
+
+fn response(failed: Vec<String>) -> SqsBatchResponse {
+    let mut resp = SqsBatchResponse::default();
+    resp.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqs_event_and_batch_response_shapes() {
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [{
+            "messageId": "m-1",
+            "receiptHandle": "r",
+            "body": "{\"job_id\":\"8b0e9e77-8f1c-4f39-9d0a-0a0a0a0a0a0a\"}",
+            "attributes": {},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:1:oven-dlq",
+            "awsRegion": "us-east-1"
+        }]}))
+        .unwrap();
+        let r = records(event);
+        assert_eq!(r[0].message_id, "m-1");
+        assert_eq!(
+            r[0].event_source_arn.as_deref(),
+            Some("arn:aws:sqs:us-east-1:1:oven-dlq")
+        );
+        let v = serde_json::to_value(response(vec!["m-1".into()])).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
+        );
+    }
+}
