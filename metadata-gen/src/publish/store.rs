@@ -32,7 +32,7 @@ pub async fn client_from_env() -> Client {
 fn s3_err<E, R>(op: &'static str, bucket: &str, key: &str, err: SdkError<E, R>) -> PublishError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let e = errors::explain(errors::Resource::Bucket(bucket), &err);
     PublishError::S3 {

@@ -131,11 +131,20 @@ const CREDENTIAL_CODES: &[&str] = &[
 ];
 const DENIED_CODES: &[&str] = &["AccessDenied", "AccessDeniedException"];
 
+/// The last error of the `source()` chain: the SDK's outer layers only say "dispatch failure".
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
+}
+
 /// Explains `err`, a failed call on `resource`.
 pub fn explain<E, R>(resource: Resource<'_>, err: &SdkError<E, R>) -> Explained
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
     let detail = DisplayErrorContext(err).to_string();
     let service = resource.service();
@@ -199,9 +208,10 @@ where
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => (
             Cause::Unreachable,
             format!(
-                "could not reach {service} at {} (for {resource}): check AWS_ENDPOINT_URL, \
+                "could not reach {service} at {} (for {resource}; {}): check AWS_ENDPOINT_URL, \
                  AWS_REGION and the network",
-                target()
+                target(),
+                innermost(err)
             ),
         ),
         SdkError::ResponseError(_) => (
@@ -214,7 +224,10 @@ where
         ),
         _ => (
             Cause::Other,
-            format!("the {service} request on {resource} could not be made: check AWS_REGION"),
+            format!(
+                "the {service} request on {resource} failed before an answer: {}",
+                innermost(err)
+            ),
         ),
     };
     Explained {
@@ -229,7 +242,7 @@ where
 pub fn backend_error<E, R>(resource: Resource<'_>, err: SdkError<E, R>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
     let e = explain(resource, &err);
     tracing::warn!(target: DETAIL_TARGET, detail = %e.detail, "{}", e.sentence);

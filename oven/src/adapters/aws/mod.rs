@@ -120,7 +120,7 @@ fn sdk_error<E, R>(
 ) -> crate::ports::BackendError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     errors::backend_error(errors::Resource::Service(backend), e)
 }
@@ -132,7 +132,7 @@ fn resource_error<E, R>(
 ) -> crate::ports::BackendError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     errors::backend_error(resource, e)
 }

@@ -256,7 +256,7 @@ impl S3Artifacts {
     }
 }
 
-fn get_error<R: std::fmt::Debug>(
+fn get_error<R: std::fmt::Debug + 'static>(
     bucket: &str,
     key: &ArtifactKey,
     e: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError, R>,
