@@ -23,6 +23,8 @@
 #   OVEN_IMAGE_WORKER    host (default): the worker is built here (`cargo build --release`) and
 #                        handed to the build as the `worker` context (the host's glibc must not
 #                        be newer than the base image's); image: built inside by the Dockerfile
+#   OVEN_IMAGE_EXTRA_CA  a directory of *.crt CA certificates the build's downloads must trust
+#                        (a TLS-intercepting proxy's, e.g. /usr/local/share/ca-certificates)
 #   OVEN_IMAGE_TAG       default localhost/oven-compile:check
 #   OVEN_IMAGE_KEEP=1    keep the scratch directory (logs, events)
 set -euo pipefail
@@ -56,12 +58,21 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; fail "$1 did not come up"; }
+wait_http() { for _ in $(seq 200); do curl -s -m 2 -o /dev/null "$1" && return 0; sleep 0.1; done; fail "$1 did not come up"; }
+# The Runtime API answers nothing at /, so only the port is waited for.
+wait_port() {
+  for _ in $(seq 200); do
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "nothing listens on port $1"
+}
 
 # --- 1. the image ---------------------------------------------------------------------------
 build_args=(--isolation chroot --format docker -f functions/compile/Dockerfile
   --build-arg "BASE_IMAGE=$base" -t "$image")
 [ -z "$tree" ] || build_args+=(--build-context "qmk_firmware=$tree")
+[ -z "${OVEN_IMAGE_EXTRA_CA:-}" ] || build_args+=(--build-context "extra_ca=$OVEN_IMAGE_EXTRA_CA")
 if [ "$worker_from" = host ]; then
   cargo build -q --release --locked -p oven-compile --bin compile
   mkdir "$scratch/worker"
@@ -98,10 +109,10 @@ wait_http "$api/v1/healthcheck"
 
 # --- 3. the function, as Lambda starts it ---------------------------------------------------------
 rt_port=$(free_port)
-(cd "$scratch" && exec "$venv/bin/cargo-lambda" lambda watch --only-lambda-apis \
+(exec "$venv/bin/cargo-lambda" lambda watch --only-lambda-apis \
   --invoke-address 127.0.0.1 --invoke-port "$rt_port" --timeout 900 >"$scratch/runtime.log" 2>&1) &
 pids+=($!)
-wait_http "http://127.0.0.1:$rt_port/"
+wait_port "$rt_port"
 
 root=$(podman image mount "$image")
 mounted=1
