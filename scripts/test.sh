@@ -55,10 +55,12 @@ timed hadolint "$venv/bin/hadolint" functions/compile/Dockerfile
 timed actionlint "$venv/bin/actionlint" .github/workflows/*.yml
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
   timed rustup-target rustup target add aarch64-unknown-linux-gnu
-# The three HTTP functions as Lambda would run them (provided.al2023, arm64); cargo-lambda finds
-# zig in the venv. The compile function ships as a container image built from its Dockerfile.
+# The three HTTP functions build and link for Lambda (provided.al2023, arm64); cargo-lambda finds
+# zig in the venv. The lambda-check profile checks rather than optimises (the release build with
+# LTO took 18 min here); deploys (`sam build`, docs/deploy.md) keep the release profile. The
+# compile function ships as a container image (functions/compile/Dockerfile, scripts/image-check.sh).
 PATH="$venv/bin:$PATH" timed cargo-lambda-arm64 \
-  cargo lambda build --release --arm64 --locked -p oven-submit -p oven-status -p oven-download
+  cargo lambda build --profile lambda-check --arm64 --locked -p oven-submit -p oven-status -p oven-download
 for f in submit status download; do
   file "target/lambda/$f/bootstrap" | grep -q 'ARM aarch64' ||
     { echo "target/lambda/$f/bootstrap is not an arm64 executable" >&2; exit 1; }

@@ -21,6 +21,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// On an S3 failure, also print the SDK's whole error.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +62,15 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            match e.downcast_ref::<publish::PublishError>() {
+                Some(publish::PublishError::S3 { detail, .. }) if cli.verbose => {
+                    eprintln!("detail: {detail}")
+                }
+                Some(publish::PublishError::S3 { .. }) => {
+                    eprintln!("(run with -v for the SDK's whole error)")
+                }
+                _ => {}
+            }
             ExitCode::FAILURE
         }
     }

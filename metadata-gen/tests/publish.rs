@@ -733,3 +733,38 @@ async fn cli_dry_run_prints_the_changes() {
     assert!(stdout.contains("7 added, 0 changed, 0 removed"), "{stdout}");
     assert!(store::list(&base, &bucket, "").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_missing_bucket_is_named_in_one_sentence() {
+    let Some(base) = client().await else { return };
+    let bucket = format!(
+        "pub-missing-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let target = Target::new(&bucket, "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(dir.path(), &sample());
+    let err = publish::publish(&base, &target, dir.path(), &opts())
+        .await
+        .unwrap_err();
+    let PublishError::S3 { detail, .. } = &err else {
+        panic!("{err:?}")
+    };
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!(
+            "S3 bucket `{bucket}` does not exist at the endpoint"
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("check the bucket name"), "{shown}");
+    // The SDK's structure stays out of the sentence, in the detail (`-v`).
+    assert!(
+        !shown.contains("ServiceError") && !shown.contains('\n'),
+        "{shown}"
+    );
+    assert!(detail.contains("NoSuchBucket"), "{detail}");
+}

@@ -1123,9 +1123,14 @@ mod tests {
             .filter_map(|l| l.trim().strip_prefix("ARG QMK_COMMIT="))
             .collect();
         assert_eq!(args, [QMK_FIRMWARE_COMMIT], "Dockerfile ARG QMK_COMMIT");
+        let cli: Vec<&str> = dockerfile
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("ARG QMK_CLI_VERSION="))
+            .collect();
+        assert_eq!(cli, [QMK_CLI_VERSION], "Dockerfile ARG QMK_CLI_VERSION");
         assert!(
-            dockerfile.contains(&format!("qmk=={QMK_CLI_VERSION}")),
-            "Dockerfile installs qmk=={QMK_CLI_VERSION}"
+            dockerfile.contains("qmk==${QMK_CLI_VERSION}"),
+            "the Dockerfile installs qmk==${{QMK_CLI_VERSION}}"
         );
     }
 

@@ -83,11 +83,13 @@ pub enum PublishError {
     ReservedName(String),
     #[error("--prefix {0:?}: must not contain empty, `.` or `..` segments")]
     BadPrefix(String),
+    /// `message` is one sentence saying what to check; `detail` the SDK's whole error.
     #[error("S3 {op} {key}: {message}")]
     S3 {
         op: &'static str,
         key: String,
         message: String,
+        detail: String,
     },
     #[error(
         "{0} changed while publishing (another publish ran?): nothing was switched, run again"

@@ -1,9 +1,10 @@
 //! The few S3 operations a publish needs, over the AWS SDK, with errors that name the key.
 
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
 use aws_sdk_s3::Client;
+use oven::adapters::aws::errors;
 use serde::de::DeserializeOwned;
 
 use super::PublishError;
@@ -26,14 +27,29 @@ pub async fn client_from_env() -> Client {
     Client::from_conf(builder.build())
 }
 
-fn s3_err<E>(op: &'static str, key: &str, err: E) -> PublishError
+/// A failed S3 call: one sentence saying what to check (bucket, credentials, region,
+/// endpoint), the SDK's whole error kept as the detail (`metadata-gen -v` prints it).
+fn s3_err<E, R>(op: &'static str, bucket: &str, key: &str, err: SdkError<E, R>) -> PublishError
 where
-    E: std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
+    let e = errors::explain(errors::Resource::Bucket(bucket), &err);
     PublishError::S3 {
         op,
         key: key.to_string(),
-        message: DisplayErrorContext(err).to_string(),
+        message: e.sentence,
+        detail: e.detail,
+    }
+}
+
+/// A request that could not be built (a bug, not an operator's problem).
+fn build_err(op: &'static str, key: &str, err: BuildError) -> PublishError {
+    PublishError::S3 {
+        op,
+        key: key.to_string(),
+        message: err.to_string(),
+        detail: DisplayErrorContext(err).to_string(),
     }
 }
 
@@ -55,14 +71,19 @@ pub async fn get_json_tagged<T: DeserializeOwned>(
     let out = match client.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => out,
         Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-        Err(err) => return Err(s3_err("GetObject", key, err)),
+        Err(err) => return Err(s3_err("GetObject", bucket, key, err)),
     };
     let etag = out.e_tag.clone();
     let bytes = out
         .body
         .collect()
         .await
-        .map_err(|e| s3_err("GetObject", key, e))?
+        .map_err(|e| PublishError::S3 {
+            op: "GetObject",
+            key: key.to_string(),
+            message: format!("the download from S3 broke off ({e}): check the network"),
+            detail: DisplayErrorContext(e).to_string(),
+        })?
         .into_bytes();
     serde_json::from_slice(&bytes)
         .map(|v| Some((v, etag)))
@@ -133,7 +154,7 @@ pub async fn put_if(
             if matches!(status, Some(412) | Some(409)) {
                 PublishError::Raced(key.to_string())
             } else {
-                s3_err("PutObject", key, e)
+                s3_err("PutObject", bucket, key, e)
             }
         })?;
     Ok(out.e_tag)
@@ -158,7 +179,7 @@ pub async fn copy(
         .metadata(SHA256_METADATA, headers.sha256)
         .send()
         .await
-        .map_err(|e| s3_err("CopyObject", to, e))?;
+        .map_err(|e| s3_err("CopyObject", bucket, to, e))?;
     Ok(out.copy_object_result.and_then(|r| r.e_tag))
 }
 
@@ -196,7 +217,7 @@ pub async fn list(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| s3_err("ListObjectsV2", prefix, e))?;
+        let page = page.map_err(|e| s3_err("ListObjectsV2", bucket, prefix, e))?;
         for obj in page.contents.unwrap_or_default() {
             if let Some(key) = obj.key {
                 out.push(Listed {
@@ -224,7 +245,7 @@ pub async fn list_dirs(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| s3_err("ListObjectsV2", prefix, e))?;
+        let page = page.map_err(|e| s3_err("ListObjectsV2", bucket, prefix, e))?;
         for cp in page.common_prefixes.unwrap_or_default() {
             if let Some(name) = cp
                 .prefix
@@ -250,24 +271,25 @@ pub async fn delete_many(
             .iter()
             .map(|k| ObjectIdentifier::builder().key(k).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| s3_err("DeleteObjects", &batch[0], e))?;
+            .map_err(|e| build_err("DeleteObjects", &batch[0], e))?;
         let delete = Delete::builder()
             .set_objects(Some(ids))
             .quiet(true)
             .build()
-            .map_err(|e| s3_err("DeleteObjects", &batch[0], e))?;
+            .map_err(|e| build_err("DeleteObjects", &batch[0], e))?;
         let out = client
             .delete_objects()
             .bucket(bucket)
             .delete(delete)
             .send()
             .await
-            .map_err(|e| s3_err("DeleteObjects", &batch[0], e))?;
+            .map_err(|e| s3_err("DeleteObjects", bucket, &batch[0], e))?;
         if let Some(err) = out.errors.unwrap_or_default().into_iter().next() {
             return Err(PublishError::S3 {
                 op: "DeleteObjects",
                 key: err.key.unwrap_or_default(),
                 message: err.message.unwrap_or_default(),
+                detail: format!("code {}", err.code.unwrap_or_default()),
             });
         }
     }

@@ -1,7 +1,10 @@
 //! `oven`: the whole service on one machine. `oven serve` runs the HTTP API over the local
 //! adapters (SQLite job table and queue, artifacts as files) and, optionally, serves a built
 //! keyboards tree, so the stock Configurator can point both of its URLs at it. `oven verify`
-//! rebuilds a job's firmware here and checks it against the hash its Oven recorded.
+//! rebuilds a job's firmware here and checks it against the hash its Oven recorded. With
+//! `--backend aws` the same API and worker run over DynamoDB, SQS and S3 named by the
+//! functions' `OVEN_*` variables; `oven provision` creates those resources on an empty
+//! account or emulator.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,8 +12,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use oven::adapters::aws::{AwsClients, AwsConfig, AwsStorage};
 use oven::adapters::local::{LocalDbOptions, LocalStorage};
 use oven::http::{ApiConfig, App, LocalKeyboardIndex, DEFAULT_KEYBOARDS_URL};
+use oven::ports::{JobQueue, JobStore};
 use oven::worker::{EtaInsight, WorkerConfig};
 use tokio::task::JoinSet;
 
@@ -26,6 +31,9 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+    /// Log the whole AWS SDK error behind each one-sentence AWS failure.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -49,6 +57,19 @@ enum Command {
     },
     /// Rebuild a finished job's firmware here and check it against the sha256 it recorded.
     Verify(VerifyArgs),
+    /// Create the AWS resources the OVEN_* variables name (table, queue and dead-letter queue,
+    /// buckets) on the configured endpoint, as template.yaml declares them.
+    Provision,
+}
+
+/// Where `oven serve` keeps jobs, the queue and artifacts.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// SQLite and files under --data-dir.
+    Local,
+    /// DynamoDB, SQS and S3 from the standard AWS environment and OVEN_JOB_TABLE,
+    /// OVEN_QUEUE_URL, OVEN_ARTIFACT_BUCKET (OVEN_DLQ_ARN, OVEN_KEYBOARDS_BUCKET optional).
+    Aws,
 }
 
 #[derive(clap::Args)]
@@ -76,6 +97,10 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Where jobs, the queue and artifacts are kept.
+    #[arg(long, value_enum, default_value = "local")]
+    backend: Backend,
+    /// Local data (jobs, queue, artifacts; the setup tree) and the worker's build state (both
+    /// backends).
     #[arg(long, default_value = ".oven")]
     data_dir: PathBuf,
     /// Base URL browsers reach this server at (result URLs); default http://<listen>.
@@ -117,8 +142,16 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => oven::telemetry::LogFormat::Text,
         LogFormat::Json => oven::telemetry::LogFormat::Json,
     };
-    // Per-request lines of the API would cost more than the requests themselves.
-    oven::telemetry::init_local(format, "info,oven::http=warn");
+    // Per-request lines of the API would cost more than the requests themselves; the AWS SDK's
+    // whole error behind each one-sentence failure only with --verbose.
+    let mut filter = "info,oven::http=warn".to_string();
+    if !cli.verbose {
+        filter = format!(
+            "{filter},{}=off",
+            oven::adapters::aws::errors::DETAIL_TARGET
+        );
+    }
+    oven::telemetry::init_local(format, &filter);
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Setup { data_dir, options } => {
@@ -126,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify(args) => verify(args).await,
+        Command::Provision => provision().await,
     }
 }
 
@@ -144,19 +178,50 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn provision() -> anyhow::Result<()> {
+    let clients = oven::adapters::aws::AwsClients::from_env().await;
+    let done = oven::adapters::aws::provision::from_env(&clients).await?;
+    let n = &done.names;
+    println!(
+        "oven: table {}, queue {}, dead-letter queue {}, bucket {}{}",
+        n.job_table,
+        n.queue_url,
+        done.dlq_url,
+        n.artifact_bucket,
+        n.keyboards_bucket
+            .as_deref()
+            .map(|b| format!(", bucket {b}"))
+            .unwrap_or_default()
+    );
+    if std::env::var(oven::config::QUEUE_URL).ok().as_deref() != Some(n.queue_url.as_str()) {
+        println!(
+            "oven: SQS answers this queue URL: export {}={}",
+            oven::config::QUEUE_URL,
+            n.queue_url
+        );
+    }
+    println!(
+        "export {}={}",
+        oven::config::DLQ_ARN,
+        n.dlq_arn.as_deref().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// What the worker runs on, once the backend is open.
+enum Runner {
+    Local(LocalStorage),
+    Aws(AwsClients, AwsConfig),
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let layout = oven::setup::Layout::new(&args.data_dir);
     if args.setup {
         oven::setup::run_setup(&args.data_dir, &args.setup_options, &mut std::io::stdout())?;
     }
-    let options = LocalDbOptions {
-        fsync_every_commit: !args.bench_no_fsync,
-        ..LocalDbOptions::default()
-    };
-    let storage = LocalStorage::open_with(&args.data_dir, options)
-        .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
     let public_url = args
         .public_url
+        .clone()
         .unwrap_or_else(|| format!("http://{}", args.listen));
     let keyboards_url = match (&args.keyboards_url, &args.keyboards_dir) {
         (Some(url), _) => url.clone(),
@@ -189,18 +254,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let mut app = App::local(&storage, config);
+    let (mut app, backend) = match args.backend {
+        Backend::Local => {
+            let options = LocalDbOptions {
+                fsync_every_commit: !args.bench_no_fsync,
+                ..LocalDbOptions::default()
+            };
+            let local = LocalStorage::open_with(&args.data_dir, options).with_context(|| {
+                format!("opening the data directory {}", args.data_dir.display())
+            })?;
+            let mut app = App::local(&local, config);
+            if args.bench_two_writes {
+                app.submitter = None;
+            }
+            app.queue_insight = Some(Arc::new(EtaInsight::new(
+                Arc::new(local.db.clone()),
+                Arc::new(local.artifacts.clone()),
+                1,
+            )));
+            (app, Runner::Local(local))
+        }
+        Backend::Aws => {
+            let names = AwsConfig::from_env()?;
+            let clients = AwsClients::from_env().await;
+            // A wrong name or endpoint shows now, not at the first request.
+            let probe = AwsStorage::new(&clients, &names);
+            probe.jobs.ping().await?;
+            probe.queue.waiting().await?;
+            let app = oven::http::aws::app(&clients, &names, config, 1);
+            println!(
+                "oven: AWS backend: table {}, queue {}, bucket {}",
+                names.job_table, names.queue_url, names.artifact_bucket
+            );
+            (app, Runner::Aws(clients, names))
+        }
+    };
     // Misfits the tree can see are answered at submit, not after the queue.
     app.submit_check = oven::worker::SubmitPrecheck::new(&worker)
         .map(|c| Arc::new(c) as Arc<dyn oven::http::SubmitCheck>);
-    if args.bench_two_writes {
-        app.submitter = None;
-    }
-    app.queue_insight = Some(Arc::new(EtaInsight::new(
-        Arc::new(storage.db.clone()),
-        Arc::new(storage.artifacts.clone()),
-        1,
-    )));
     if let Some(dir) = &args.keyboards_dir {
         app.keyboards = Some(Arc::new(LocalKeyboardIndex { dir: dir.clone() }));
     }
@@ -226,7 +317,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_worker {
         println!("oven: no compile worker (--no-worker): jobs stay queued");
     } else {
-        let worker = oven::worker::spawn_local(&storage, worker)?;
+        let worker = match &backend {
+            Runner::Local(local) => oven::worker::spawn_local(local, worker)?,
+            Runner::Aws(clients, names) => {
+                oven::adapters::aws::runner::spawn_worker(clients, names, worker).await?
+            }
+        };
         tasks.spawn(async move { worker.await.context("compile worker") });
     }
 

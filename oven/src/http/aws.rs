@@ -20,24 +20,33 @@ pub async fn app_from_env() -> Result<App, AwsAppError> {
     let names = AwsConfig::from_env()?;
     let config = ApiConfig::from_env()?;
     let clients = AwsClients::from_env().await;
-    let storage = AwsStorage::new(&clients, &names);
+    let workers = std::env::var(crate::config::COMPILE_CONCURRENCY)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1);
+    Ok(app(&clients, &names, config, workers))
+}
+
+/// The router's state over the AWS adapters of `names`; `workers` compiles run at once (the
+/// queue-time estimate divides by it). `oven serve --backend aws` and the tests build it here.
+pub fn app(clients: &AwsClients, names: &AwsConfig, config: ApiConfig, workers: u32) -> App {
+    let storage = AwsStorage::new(clients, names);
     let mut app = App::new(
         Arc::new(storage.jobs),
         Arc::new(storage.queue),
         Arc::new(storage.artifacts),
         config,
     );
-    let workers = std::env::var(crate::config::COMPILE_CONCURRENCY)
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1);
     app.queue_insight = Some(Arc::new(crate::worker::EtaInsight::new(
         app.queue.clone(),
         app.artifacts.clone(),
-        workers,
+        workers.max(1),
     )));
-    if let Some(bucket) = names.keyboards_bucket {
-        app.keyboards = Some(Arc::new(S3KeyboardIndex::new(clients.s3.clone(), bucket)));
+    if let Some(bucket) = &names.keyboards_bucket {
+        app.keyboards = Some(Arc::new(S3KeyboardIndex::new(
+            clients.s3.clone(),
+            bucket.clone(),
+        )));
     }
-    Ok(app)
+    app
 }

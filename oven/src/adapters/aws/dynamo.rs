@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 
+use super::errors::Resource;
 use crate::job::{Job, JobId, JobState, Precondition, Transition};
 use crate::ports::{BackendError, CreateError, JobStore, TransitionError};
 use crate::time::Millis;
@@ -230,7 +231,7 @@ impl DynamoJobStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Table(&self.table), e))?;
         out.item().map(from_item).transpose()
     }
 }
@@ -254,7 +255,7 @@ impl JobStore for DynamoJobStore {
             {
                 Err(CreateError::Exists(job.id))
             }
-            Err(e) => Err(super::sdk_error(BACKEND, e).into()),
+            Err(e) => Err(super::resource_error(Resource::Table(&self.table), e).into()),
         }
     }
 
@@ -301,7 +302,7 @@ impl JobStore for DynamoJobStore {
                     _ => Err(TransitionError::NotFound(id)),
                 }
             }
-            Err(e) => Err(super::sdk_error(BACKEND, e).into()),
+            Err(e) => Err(super::resource_error(Resource::Table(&self.table), e).into()),
         }
     }
 
@@ -328,7 +329,7 @@ impl JobStore for DynamoJobStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| super::sdk_error(BACKEND, e))?;
+                .map_err(|e| super::resource_error(Resource::Table(&self.table), e))?;
             for item in page.items() {
                 if out.len() < limit {
                     out.push(from_item(item)?);
@@ -351,7 +352,7 @@ impl JobStore for DynamoJobStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::sdk_error(BACKEND, e))
+            .map_err(|e| super::resource_error(Resource::Table(&self.table), e))
     }
 }
 

@@ -3,11 +3,14 @@
 //!
 //! Clients come from the environment ([`AwsClients::from_env`]): credentials, region, and
 //! `AWS_ENDPOINT_URL` (moto in tests). Resource names come from [`AwsConfig::from_env`].
-//! [`provision`] creates the resources the way `template.yaml` declares them, for tests and
-//! development against an emulator.
+//! [`provision`] creates the resources the way `template.yaml` declares them, for tests,
+//! `oven provision` and development against an emulator; [`runner`] is the worker of `oven
+//! serve --backend aws`. Failures read as one sentence saying what to check ([`errors`]).
 
 mod dynamo;
+pub mod errors;
 pub mod provision;
+pub mod runner;
 mod s3;
 mod sqs;
 
@@ -107,16 +110,31 @@ impl AwsStorage {
     }
 }
 
-/// An SDK error as a [`crate::ports::BackendError`], with the service's message when there is one.
+/// An SDK error of `backend` (`s3`, `dynamodb`, `sqs`) as a [`crate::ports::BackendError`]
+/// whose message says what to check (see [`errors`]); prefer [`resource_error`], which names
+/// the bucket, table or queue.
+#[allow(dead_code)] // for calls that name no resource; every current one does
 fn sdk_error<E, R>(
     backend: &'static str,
     e: aws_sdk_s3::error::SdkError<E, R>,
 ) -> crate::ports::BackendError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
-    crate::ports::BackendError::new(backend, aws_sdk_s3::error::DisplayErrorContext(e))
+    errors::backend_error(errors::Resource::Service(backend), e)
+}
+
+/// An SDK error of a call on `resource` as a [`crate::ports::BackendError`] (see [`errors`]).
+fn resource_error<E, R>(
+    resource: errors::Resource<'_>,
+    e: aws_sdk_s3::error::SdkError<E, R>,
+) -> crate::ports::BackendError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    errors::backend_error(resource, e)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Creates the AWS resources as `template.yaml` declares them (job table with its lease index
-//! and TTL, queue with a dead-letter queue, buckets), for tests and development against an
-//! emulator. Production resources come from the SAM template, never from here.
+//! and TTL, queue with a dead-letter queue, buckets), for tests, `oven provision` and
+//! development against an emulator or a dev account. Production resources come from the SAM
+//! template, never from here.
 
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use super::{sdk_error, AwsClients, AwsConfig, STATE_LEASE_INDEX};
+use super::errors::Resource;
+use super::{resource_error, AwsClients, AwsConfig, MissingVar, STATE_LEASE_INDEX};
+use crate::config;
 use crate::ports::BackendError;
 
 /// The job table: key `id`, index [`STATE_LEASE_INDEX`] on (`state`, `lease_until`), TTL on
@@ -64,7 +67,7 @@ pub async fn ensure_table(
         {
             return Ok(())
         }
-        Err(e) => return Err(sdk_error("dynamodb", e)),
+        Err(e) => return Err(resource_error(Resource::Table(name), e)),
     }
     client
         .wait_until_table_exists()
@@ -84,7 +87,7 @@ pub async fn ensure_table(
         )
         .send()
         .await
-        .map_err(|e| sdk_error("dynamodb", e))?;
+        .map_err(|e| resource_error(Resource::Table(name), e))?;
     Ok(())
 }
 
@@ -104,13 +107,36 @@ pub async fn ensure_queue(
     visibility: Duration,
     max_receives: u32,
 ) -> Result<Queues, BackendError> {
-    let err = |e| sdk_error("sqs", e);
+    ensure_queues(
+        client,
+        name,
+        &format!("{name}-dlq"),
+        visibility,
+        max_receives,
+    )
+    .await
+}
+
+/// Creates queue `name` redriving to `dlq_name` after `max_receives` receives; both with the
+/// given visibility timeout (the compile function consumes both). Existing queues with the same
+/// attributes are returned as they are.
+pub async fn ensure_queues(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    dlq_name: &str,
+    visibility: Duration,
+    max_receives: u32,
+) -> Result<Queues, BackendError> {
     let dlq_url = client
         .create_queue()
-        .queue_name(format!("{name}-dlq"))
+        .queue_name(dlq_name)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility.as_secs().to_string(),
+        )
         .send()
         .await
-        .map_err(err)?
+        .map_err(|e| resource_error(Resource::Queue(dlq_name), e))?
         .queue_url()
         .unwrap_or_default()
         .to_string();
@@ -120,7 +146,7 @@ pub async fn ensure_queue(
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| sdk_error("sqs", e))?
+        .map_err(|e| resource_error(Resource::Queue(&dlq_url), e))?
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .ok_or_else(|| BackendError::new("sqs", "dead-letter queue has no ARN"))?;
@@ -138,7 +164,7 @@ pub async fn ensure_queue(
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
         .await
-        .map_err(|e| sdk_error("sqs", e))?
+        .map_err(|e| resource_error(Resource::Queue(name), e))?
         .queue_url()
         .unwrap_or_default()
         .to_string();
@@ -159,7 +185,7 @@ pub async fn ensure_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<()
         {
             Ok(())
         }
-        Err(e) => Err(sdk_error("s3", e)),
+        Err(e) => Err(resource_error(Resource::Bucket(name), e)),
     }
 }
 
@@ -190,5 +216,94 @@ pub async fn ensure_all(
         artifact_bucket: artifacts,
         dlq_arn: Some(queues.dlq_arn),
         keyboards_bucket: Some(keyboards),
+    })
+}
+
+/// template.yaml's queue settings: visibility 6 x the compile function's 600 s timeout, and
+/// the dead-letter queue after 3 receives.
+pub const TEMPLATE_VISIBILITY: Duration = Duration::from_secs(3600);
+pub const TEMPLATE_MAX_RECEIVES: u32 = 3;
+
+/// Why [`from_env`] could not provision.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Missing(#[from] MissingVar),
+    #[error("{var}={value:?}: {reason}")]
+    BadName {
+        var: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// What [`from_env`] made sure exists.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// The names as the functions read them; `queue_url` and `dlq_arn` as SQS reports them
+    /// (compare with the environment: an emulator may answer another host or account).
+    pub names: AwsConfig,
+    pub dlq_url: String,
+}
+
+/// SQS queue names: 1–80 of `[A-Za-z0-9_-]` (a `.fifo` queue is not what Oven uses).
+fn queue_name(var: &'static str, value: &str, name: &str) -> Result<String, ProvisionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 80
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(ProvisionError::BadName {
+            var,
+            value: value.to_string(),
+            reason: "its last segment must be an SQS queue name (1-80 of A-Z a-z 0-9 - _)",
+        })
+    }
+}
+
+/// Creates, on the endpoint the SDK is configured for, the resources the `OVEN_*` variables
+/// name, as template.yaml declares them: the table `OVEN_JOB_TABLE`; the queue named by the
+/// last segment of `OVEN_QUEUE_URL` and its dead-letter queue (named by the last segment of
+/// `OVEN_DLQ_ARN`, else `<queue>-dlq`); the buckets `OVEN_ARTIFACT_BUCKET` and, when set,
+/// `OVEN_KEYBOARDS_BUCKET`. Existing resources are kept.
+pub async fn from_env(clients: &AwsClients) -> Result<Provisioned, ProvisionError> {
+    let mut names = AwsConfig::from_env()?;
+    let queue_url = names.queue_url.trim_end_matches('/').to_string();
+    let queue = queue_name(
+        config::QUEUE_URL,
+        &names.queue_url,
+        queue_url.rsplit('/').next().unwrap_or_default(),
+    )?;
+    let dlq = match &names.dlq_arn {
+        Some(arn) => queue_name(
+            config::DLQ_ARN,
+            arn,
+            arn.rsplit(':').next().unwrap_or_default(),
+        )?,
+        None => queue_name(config::QUEUE_URL, &names.queue_url, &format!("{queue}-dlq"))?,
+    };
+    ensure_table(&clients.dynamodb, &names.job_table).await?;
+    let queues = ensure_queues(
+        &clients.sqs,
+        &queue,
+        &dlq,
+        TEMPLATE_VISIBILITY,
+        TEMPLATE_MAX_RECEIVES,
+    )
+    .await?;
+    ensure_bucket(&clients.s3, &names.artifact_bucket).await?;
+    if let Some(b) = &names.keyboards_bucket {
+        ensure_bucket(&clients.s3, b).await?;
+    }
+    names.queue_url = queues.queue_url;
+    names.dlq_arn = Some(queues.dlq_arn);
+    Ok(Provisioned {
+        names,
+        dlq_url: queues.dlq_url,
     })
 }

@@ -16,6 +16,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+use super::errors::Resource;
 use crate::ports::{
     ArtifactBody, ArtifactError, ArtifactKey, ArtifactMeta, ArtifactStore, BackendError, Download,
     Part,
@@ -132,7 +133,7 @@ impl S3Artifacts {
             .range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await
-            .map_err(|e| get_error(key, e))?;
+            .map_err(|e| get_error(&self.bucket, key, e))?;
         let data = out.body.collect().await.map_err(backend)?.into_bytes();
         if data.len() as u64 != range.end - range.start {
             return Err(backend(format!(
@@ -176,7 +177,7 @@ impl S3Artifacts {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::sdk_error(BACKEND, e))
+            .map_err(|e| super::resource_error(Resource::Bucket(&self.bucket), e))
     }
 
     async fn upload_parts(
@@ -206,7 +207,7 @@ impl S3Artifacts {
                             if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) {
                                 ArtifactError::NotFound(from.as_str().to_string())
                             } else {
-                                super::sdk_error(BACKEND, e).into()
+                                super::resource_error(Resource::Bucket(&self.bucket), e).into()
                             }
                         })?;
                     out.copy_part_result()
@@ -225,7 +226,7 @@ impl S3Artifacts {
                         .body(ByteStream::from(data))
                         .send()
                         .await
-                        .map_err(|e| super::sdk_error(BACKEND, e))?;
+                        .map_err(|e| super::resource_error(Resource::Bucket(&self.bucket), e))?;
                     out.e_tag().map(str::to_string)
                 }
             };
@@ -242,14 +243,15 @@ impl S3Artifacts {
     }
 }
 
-fn get_error<R: std::fmt::Debug>(
+fn get_error<R: std::fmt::Debug + 'static>(
+    bucket: &str,
     key: &ArtifactKey,
     e: aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError, R>,
 ) -> ArtifactError {
     if e.as_service_error().is_some_and(|e| e.is_no_such_key()) {
         ArtifactError::NotFound(key.as_str().to_string())
     } else {
-        super::sdk_error(BACKEND, e).into()
+        super::resource_error(Resource::Bucket(bucket), e).into()
     }
 }
 
@@ -296,7 +298,7 @@ impl ArtifactStore for S3Artifacts {
             .content_disposition(content_disposition(&meta.file_name))
             .send()
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Bucket(&self.bucket), e))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| backend("CreateMultipartUpload returned no upload id"))?
@@ -316,7 +318,7 @@ impl ArtifactStore for S3Artifacts {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| super::sdk_error(BACKEND, e).into()),
+                .map_err(|e| super::resource_error(Resource::Bucket(&self.bucket), e).into()),
             Err(e) => Err(e),
         };
         if finished.is_err() {
@@ -347,7 +349,7 @@ impl ArtifactStore for S3Artifacts {
         {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(e) => Err(super::sdk_error(BACKEND, e)),
+            Err(e) => Err(super::resource_error(Resource::Bucket(&self.bucket), e)),
         }
     }
 
@@ -359,7 +361,7 @@ impl ArtifactStore for S3Artifacts {
             .key(key.as_str())
             .send()
             .await
-            .map_err(|e| get_error(key, e))?;
+            .map_err(|e| get_error(&self.bucket, key, e))?;
         Ok(out.body.collect().await.map_err(backend)?.into_bytes())
     }
 
@@ -382,7 +384,7 @@ impl ArtifactStore for S3Artifacts {
             .response_content_disposition(content_disposition(&meta.file_name))
             .presigned(presigning)
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Bucket(&self.bucket), e))?;
         Ok(Download::Redirect(req.uri().to_string()))
     }
 }

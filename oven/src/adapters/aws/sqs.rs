@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
 
+use super::errors::Resource;
 use crate::ports::{BackendError, Delivery, JobQueue, QueueMessage};
 
 const BACKEND: &str = "sqs";
@@ -54,7 +55,7 @@ impl SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))?;
         let mut deliveries = Vec::new();
         for m in out.messages() {
             let (Some(body), Some(receipt)) = (m.body(), m.receipt_handle()) else {
@@ -94,7 +95,7 @@ impl JobQueue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::sdk_error(BACKEND, e))
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BackendError> {
@@ -120,7 +121,7 @@ impl JobQueue for SqsQueue {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::sdk_error(BACKEND, e))
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))
     }
 
     async fn extend_visibility(
@@ -152,7 +153,7 @@ impl JobQueue for SqsQueue {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
             .send()
             .await
-            .map_err(|e| super::sdk_error(BACKEND, e))?;
+            .map_err(|e| super::resource_error(Resource::Queue(&self.url), e))?;
         out.attributes()
             .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
             .and_then(|v| v.parse().ok())
