@@ -10,7 +10,8 @@ use oven::ports::QueueMessage;
 use oven::worker::builddate::BuildDate;
 use serde_json::json;
 
-use super::{check_intel_hex, fixture, good, keymap, Env};
+use super::{fixture, good, keymap, Env};
+use oven_tests::check_intel_hex;
 
 /// The fixture's `version.txt` commit time (2023-11-14 22:13:20 UTC).
 const FIXTURE_COMMIT_TIME: i64 = 1_700_000_000;

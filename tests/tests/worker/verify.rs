@@ -21,7 +21,7 @@ async fn serve(env: &Env) -> String {
     tokio::spawn(async move { axum::serve(listener, router(app)).await });
     let mut cfg = env.cfg();
     cfg.public_url = base.clone();
-    oven::worker::spawn_local(&env.storage, cfg);
+    oven::worker::spawn_local(&env.storage, cfg).expect("the worker takes the data directory");
     base
 }
 
