@@ -460,6 +460,49 @@ pub fn check_layout(layout: &str) -> Result<(), String> {
     }
 }
 
+/// Keymaps converted from C sometimes split one keycode at its comma over two entries
+/// (`"LT(2"`, `"KC_MUTE)"`: the Configurator's own bundled werk_technica/one default). QMK
+/// joins a layer's entries with `, ` into the layout macro's arguments, so it builds them as
+/// the one keycode `LT(2, KC_MUTE)`. Returns how many entries from the start of `rest` join
+/// into one keycode of the grammar (2 to 8), if any do.
+fn split_keycode(rest: &[String]) -> Option<usize> {
+    let mut joined = rest.first()?.clone();
+    for (i, next) in rest.iter().enumerate().skip(1).take(7) {
+        joined.push(',');
+        joined.push_str(next);
+        if joined.len() > MAX_KEYCODE_LEN {
+            return None;
+        }
+        if parse_keycode(&joined).is_ok() {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// How many keys a layer fills in QMK's layout macro: its entries joined with `,` and counted
+/// at parenthesis depth 0 (a keycode split over entries, see [`split_keycode`], counts once).
+pub fn layer_key_count(layer: &[Value]) -> usize {
+    if layer.is_empty() {
+        return 0;
+    }
+    let mut depth = 0i32;
+    let mut count = 1;
+    for (i, entry) in layer.iter().enumerate() {
+        if i > 0 && depth == 0 {
+            count += 1;
+        }
+        for b in entry.as_str().unwrap_or("").bytes() {
+            match b {
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ => {}
+            }
+        }
+    }
+    count
+}
+
 fn check_layers(value: Value) -> Result<Vec<Vec<String>>, RequestError> {
     let Value::Array(layers) = value else {
         return Err(RequestError::bad("layers: must be an array of arrays"));
@@ -484,20 +527,31 @@ fn check_layers(value: Value) -> Result<Vec<Vec<String>>, RequestError> {
                 "layers[{l}]: more than {MAX_KEYS_PER_LAYER} keys"
             )));
         }
-        let mut codes = Vec::with_capacity(keys.len());
+        let mut strings = Vec::with_capacity(keys.len());
         for (k, key) in keys.into_iter().enumerate() {
             let Value::String(code) = key else {
                 return Err(RequestError::bad(format!(
                     "layers[{l}][{k}]: must be a keycode string"
                 )));
             };
-            if let Err(e) = parse_keycode(&code) {
-                return Err(RequestError::bad(format!(
-                    "layers[{l}][{k}]: {} is not a keycode: {e}",
-                    quote(&code)
-                )));
+            strings.push(code);
+        }
+        let mut codes = Vec::with_capacity(strings.len());
+        let mut k = 0;
+        while k < strings.len() {
+            let n = match parse_keycode(&strings[k]) {
+                Ok(()) => 1,
+                Err(e) => split_keycode(&strings[k..]).ok_or_else(|| {
+                    RequestError::bad(format!(
+                        "layers[{l}][{k}]: {} is not a keycode: {e}",
+                        quote(&strings[k])
+                    ))
+                })?,
+            };
+            for code in &strings[k..k + n] {
+                codes.push(canonical_keycode(code.clone()));
             }
-            codes.push(canonical_keycode(code));
+            k += n;
         }
         out.push(codes);
     }
@@ -773,6 +827,27 @@ mod tests {
             KeymapRequest::from_value(w).unwrap().content_hash(),
             r.content_hash()
         );
+    }
+
+    #[test]
+    fn a_keycode_split_at_its_comma_is_one_key_as_qmk_builds_it() {
+        // As in the Configurator's werk_technica_one_default.json.
+        let mut v = req();
+        v["layers"] = json!([["KC_A", "LT(2", " KC_MUTE)", "KC_B"]]);
+        let r = KeymapRequest::from_value(v).unwrap();
+        assert_eq!(r.layers[0], ["KC_A", "LT(2", "KC_MUTE)", "KC_B"]);
+        let layer: Vec<Value> = r.layers[0].iter().map(|s| json!(s)).collect();
+        assert_eq!(layer_key_count(&layer), 3);
+        // Only a join that is a keycode of the grammar is taken.
+        for bad in [
+            json!([["LT(2", "KC_A;)"]]),
+            json!([["LT(2"]]),
+            json!([["KC_A)", "LT(1"]]),
+        ] {
+            let mut v = req();
+            v["layers"] = bad;
+            assert_eq!(err(v).code, 400);
+        }
     }
 
     #[test]

@@ -124,7 +124,9 @@ pub fn check(home: &Path, keyboard: &str, request: &Value) -> Result<(), Rejecti
             );
         };
         for (i, layer) in layers.iter().enumerate() {
-            let n = layer.as_array().map_or(0, Vec::len);
+            let n = layer
+                .as_array()
+                .map_or(0, |keys| crate::keymap::layer_key_count(keys));
             if n != count {
                 return reject(
                     "layer_size",
