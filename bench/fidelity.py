@@ -32,6 +32,14 @@ import urllib.request
 
 # The flags Oven's worker gives `qmk compile` (oven/src/worker/build.rs); raw gets the same.
 RAW_FLAGS = os.environ.get("OVEN_RAW_FLAGS", "-e SKIP_GIT=yes -e SKIP_VERSION=yes").split()
+RAW_ENV = {}
+
+
+def pin_build_date(date_dir, epoch):
+    """Raw builds get the build-date pin Oven's worker gives (oven/src/worker/builddate.rs):
+    the same forced header through make's EXTRAFLAGS, and SOURCE_DATE_EPOCH."""
+    RAW_FLAGS.extend(["-e", f"EXTRAFLAGS=-I{date_dir} -include {date_dir}/oven_date.h -Wno-builtin-macro-redefined"])
+    RAW_ENV["SOURCE_DATE_EPOCH"] = str(epoch)
 
 
 def http(url, data=None):
@@ -65,9 +73,10 @@ def oven_build(base, body):
     return out
 
 
-def raw_build(qmk, home, path, jobs, folder_hint):
+def raw_build(qmk, home, path, jobs):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["QMK_HOME"] = home
+    env.update(RAW_ENV)
     before = set(os.listdir(home))
     t0 = time.monotonic()
     p = subprocess.run([qmk, "compile", "-j", str(jobs), *RAW_FLAGS, path], cwd=home, env=env,
@@ -93,15 +102,6 @@ def strip_ansi(text):
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def mcu_of(home, kb):
-    try:
-        out = subprocess.run(["qmk", "info", "-kb", kb, "-f", "json"], cwd=home, capture_output=True, text=True,
-                             env=dict(os.environ, QMK_HOME=home), timeout=60).stdout
-        return json.loads(out).get("processor", "?")
-    except Exception:  # the MCU is only a label in the table
-        return "?"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--oven", required=True)
@@ -114,10 +114,14 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--qmk", default="qmk")
     ap.add_argument("--out")
+    ap.add_argument("--oven-date-dir", help="the worker's build-date directory (<data-dir>/work/builddate/<commit>-<epoch>): "
+                    "raw builds get the same pinned date")
     ap.add_argument("--side-by-side", action="store_true",
                     help="run the Oven job and the raw build at the same time (half the wall time; "
                          "both compete for the same cores, so the time ratio stays comparable)")
     a = ap.parse_args()
+    if a.oven_date_dir:
+        pin_build_date(a.oven_date_dir.rstrip("/"), a.oven_date_dir.rstrip("/").rsplit("-", 1)[1])
 
     pool = []
     if a.configurator_keymaps:
@@ -161,11 +165,11 @@ def main():
         if a.side_by_side:
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 fo = pool.submit(oven_build, a.oven.rstrip("/"), body)
-                fr = pool.submit(raw_build, a.qmk, a.raw_home, path, a.jobs, None)
+                fr = pool.submit(raw_build, a.qmk, a.raw_home, path, a.jobs)
                 o, r = fo.result(), fr.result()
         else:
             o = oven_build(a.oven.rstrip("/"), body)
-            r = raw_build(a.qmk, a.raw_home, path, a.jobs, o.get("folder"))
+            r = raw_build(a.qmk, a.raw_home, path, a.jobs)
         if o["built"] and r["built"]:
             verdict = "both built"
         elif not o["built"] and not r["built"]:

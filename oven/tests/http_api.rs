@@ -265,6 +265,22 @@ fn finished_result(id: JobId, ok: bool) -> JobResult {
     }
 }
 
+/// Stores `firmware` as the job's firmware file, named as `result` names it.
+async fn store_firmware(e: &Env, id: JobId, result: &JobResult, firmware: &Bytes) {
+    e.storage
+        .artifacts
+        .put(
+            &ArtifactKey::for_job(id, &result.firmware_filename).unwrap(),
+            ArtifactBody::Bytes(firmware.clone()),
+            &ArtifactMeta {
+                content_type: "text/plain".into(),
+                file_name: result.firmware_filename.clone(),
+            },
+        )
+        .await
+        .unwrap();
+}
+
 async fn start(e: &Env, id: JobId) {
     let now = Millis::now();
     e.storage
@@ -398,18 +414,7 @@ async fn downloads_are_saved_under_the_keymap_name_the_user_typed() {
     result.keymap = "clavier_é.v2".into();
     result.firmware_filename = "ferris_0_1_clavier__.v2.hex".into();
     let firmware = Bytes::from_static(b":00000001FF\n");
-    e.storage
-        .artifacts
-        .put(
-            &ArtifactKey::for_job(id, &result.firmware_filename).unwrap(),
-            ArtifactBody::Bytes(firmware.clone()),
-            &ArtifactMeta {
-                content_type: "text/plain".into(),
-                file_name: result.firmware_filename.clone(),
-            },
-        )
-        .await
-        .unwrap();
+    store_firmware(&e, id, &result, &firmware).await;
     finish(&e, id, result).await;
     let a = get(&e.router, &format!("/v1/compile/{id}/download")).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -431,18 +436,7 @@ async fn downloads_stream_with_their_file_names() {
     start(&e, id).await;
     let result = finished_result(id, true);
     let firmware = Bytes::from_static(b":10000000DEADBEEF\n:00000001FF\n");
-    e.storage
-        .artifacts
-        .put(
-            &ArtifactKey::for_job(id, &result.firmware_filename).unwrap(),
-            ArtifactBody::Bytes(firmware.clone()),
-            &ArtifactMeta {
-                content_type: "text/plain".into(),
-                file_name: result.firmware_filename.clone(),
-            },
-        )
-        .await
-        .unwrap();
+    store_firmware(&e, id, &result, &firmware).await;
     finish(&e, id, result.clone()).await;
     for route in ["download", "hex"] {
         let a = get(&e.router, &format!("/v1/compile/{id}/{route}")).await;

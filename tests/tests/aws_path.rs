@@ -6,6 +6,7 @@
 //! deletes the records the handler did not report as failures and leaves the others to come
 //! back (`ReportBatchItemFailures`).
 
+use oven::adapters::conformance::curl;
 use oven_tests::check_intel_hex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -267,31 +268,6 @@ async fn invoke(env: &Env, url: &str, arn: &str, batch: &[Received]) -> Vec<Stri
         }
     }
     failed
-}
-
-/// Fetches a presigned URL from moto with curl: (status, lower-cased headers, body).
-fn curl(url: &str) -> (u16, HashMap<String, String>, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let headers = dir.path().join("h");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-o", "-", "-D"])
-        .arg(&headers)
-        .arg(url)
-        .output()
-        .expect("curl runs");
-    assert!(out.status.success(), "curl failed: {out:?}");
-    let text = std::fs::read_to_string(&headers).unwrap();
-    let mut lines = text.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    let hs = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, hs, out.stdout)
 }
 
 /// Follows a download route's redirect to S3: (status, headers, body) of the presigned GET.

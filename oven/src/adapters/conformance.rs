@@ -745,8 +745,9 @@ pub fn read_pieces(pieces: &[crate::ports::FilePiece]) -> Vec<u8> {
     out
 }
 
-/// Fetches `url` with curl: (status, headers lower-cased, body).
-fn curl(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+/// Fetches `url` with curl (a presigned URL, as a browser would): (status, headers by
+/// lower-cased name, body). Shared with the end-to-end tests of the AWS path.
+pub fn curl(url: &str) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let headers = dir.path().join("h");
     let out = std::process::Command::new("curl")
@@ -809,7 +810,7 @@ pub async fn artifacts_download(store: &impl ArtifactStore) {
                 .unwrap();
             assert_eq!(status, 200);
             assert_eq!(body, data);
-            let h = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            let h = |n: &str| headers.get(n).cloned();
             assert_eq!(
                 h("content-type").as_deref(),
                 Some("application/octet-stream")
@@ -831,10 +832,7 @@ pub async fn artifacts_download(store: &impl ArtifactStore) {
                 .await
                 .unwrap();
             assert_eq!(status, 200);
-            let cd = headers
-                .iter()
-                .find(|(k, _)| k == "content-disposition")
-                .map(|(_, v)| v.clone());
+            let cd = headers.get("content-disposition").cloned();
             assert_eq!(
                 cd.as_deref(),
                 Some(crate::keymap::names::content_disposition("dz60_clavier_é'v2.hex").as_str())

@@ -123,9 +123,12 @@ fn check_leaf(field: &str, path: &str, v: Value) -> Result<Value, RequestError> 
     match (kind, &v) {
         (Some(Kind::Bool), Value::Bool(_)) => Ok(v),
         // JSON Schema counts `200.0` as an integer: it is one, written as QMK reads it.
-        (Some(Kind::Int), Value::Number(n)) if super::integral(n).is_some() => {
-            Ok(Value::from(super::integral(n).unwrap_or_default()))
-        }
+        (Some(Kind::Int), Value::Number(n)) => match super::integral(n) {
+            Some(i) => Ok(Value::from(i)),
+            None => Err(RequestError::bad(format!(
+                "{field}: must be an integer of at most 2^53 - 1"
+            ))),
+        },
         (Some(Kind::Bool), _) => Err(RequestError::bad(format!("{field}: must be true or false"))),
         (Some(Kind::Int), _) => Err(RequestError::bad(format!(
             "{field}: must be an integer of at most 2^53 - 1"

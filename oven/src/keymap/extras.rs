@@ -237,6 +237,19 @@ fn macro_text(field: &str, s: &str) -> Result<(), RequestError> {
             c as u32
         )));
     }
+    // QMK compiles with -Wall -Werror, and gcc warns about every trigraph (`??/` and the like)
+    // in a string: the keymap could not build at all.
+    if let Some(at) = s
+        .as_bytes()
+        .windows(3)
+        .position(|w| w[0] == b'?' && w[1] == b'?' && b"=/'()!<>-".contains(&w[2]))
+    {
+        return Err(bad(format!(
+            "{field}: the trigraph {} at byte {at} cannot be built (QMK compiles with -Werror \
+             and gcc warns about trigraphs); separate the two '?' with another fragment",
+            quote(&s[at..at + 3])
+        )));
+    }
     Ok(())
 }
 
@@ -597,6 +610,9 @@ mod tests {
             .starts_with("macros[0][0].action: must be one of"));
         assert!(e(macros(json!([["a\u{1}b"]]))).contains("U+0001"));
         assert!(e(macros(json!([["a\u{0}b"]]))).contains("U+0000"));
+        // gcc -Werror=trigraphs (found building on the real tree); `??` alone is fine.
+        assert!(e(macros(json!([["what??/"]]))).contains("trigraph \"??/\" at byte 4"));
+        assert!(macros(json!([["what?? no"]])).is_ok());
         assert!(e(macros(Value::Array(vec![json!([]); 33]))).contains("more than 32"));
         let enc = encoders(json!([[{"ccw": "KC_A;", "cw": "KC_B"}]])).unwrap_err();
         assert!(

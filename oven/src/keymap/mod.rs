@@ -247,15 +247,7 @@ impl KeymapRequest {
         let version = match take("version") {
             None => None,
             // JSON Schema counts `1.0` as an integer too (the OpenAPI document says integer).
-            Some(Value::Number(n)) => match n
-                .as_u64()
-                .or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && (0.0..=i32::MAX as f64).contains(f))
-                        .map(|f| f as u64)
-                })
-                .and_then(|v| u32::try_from(v).ok())
-            {
+            Some(Value::Number(n)) => match integral(&n).and_then(|v| u32::try_from(v).ok()) {
                 Some(v) if v <= i32::MAX as u32 => Some(v),
                 _ => {
                     return Err(RequestError::bad(

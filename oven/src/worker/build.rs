@@ -29,6 +29,27 @@ pub struct TreeInfo {
     pub aliases: std::sync::Arc<tree::Aliases>,
 }
 
+/// Whether `tool` is a file in one of `path`'s directories (a PATH value).
+fn on_path(path: &str, tool: &str) -> bool {
+    path.split(':')
+        .any(|d| !d.is_empty() && Path::new(d).join(tool).is_file())
+}
+
+impl TreeInfo {
+    /// What the tree at `home` offers, read once (its commit and date, the toolchains on the
+    /// build PATH, ccache, the alias map).
+    pub fn load(home: &Path, cfg: &WorkerConfig) -> TreeInfo {
+        TreeInfo {
+            home: home.to_path_buf(),
+            commit: tree::firmware_commit(home),
+            commit_time: tree::firmware_commit_time(home),
+            toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
+            ccache: on_path(&cfg.path, "ccache"),
+            aliases: std::sync::Arc::new(tree::load_aliases(home)),
+        }
+    }
+}
+
 impl TreeInfo {
     /// The date builds on this tree are stamped with: the commit's (the epoch if unknown).
     pub fn build_date(&self) -> BuildDate {

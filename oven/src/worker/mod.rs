@@ -200,11 +200,6 @@ pub struct Worker {
     building: Mutex<()>,
 }
 
-fn on_path(path: &str, tool: &str) -> bool {
-    path.split(':')
-        .any(|d| !d.is_empty() && Path::new(d).join(tool).is_file())
-}
-
 fn text_meta(ct: &str, name: &str) -> ArtifactMeta {
     ArtifactMeta {
         content_type: ct.into(),
@@ -294,7 +289,13 @@ fn base_result(job: &Job, tree: Option<&TreeInfo>) -> JobResult {
 
 /// What the tree shows about a job before compiling (see [`precheck`]): the keyboard
 /// folder QMK will build, or why the job cannot be built, in words for the user.
-fn precheck_job(tree: Option<&TreeInfo>, job: &Job) -> Result<String, Refused> {
+/// A job the tree lets through: the tree, and the keyboard folder QMK will build.
+struct Buildable<'a> {
+    tree: &'a TreeInfo,
+    folder: String,
+}
+
+fn precheck_job<'a>(tree: Option<&'a TreeInfo>, job: &Job) -> Result<Buildable<'a>, Refused> {
     let Some(tree) = tree else {
         return Err(Refused {
             returncode: returncode::NOT_BUILDABLE,
@@ -323,7 +324,10 @@ fn precheck_job(tree: Option<&TreeInfo>, job: &Job) -> Result<String, Refused> {
         });
     };
     precheck::check(&tree.home, &folder, &job.request)
-        .map(|()| folder.clone())
+        .map(|()| Buildable {
+            tree,
+            folder: folder.clone(),
+        })
         .map_err(|r| Refused {
             returncode: returncode::NOT_BUILDABLE,
             failure: r.failure,
@@ -339,6 +343,9 @@ fn refused_result(job: &Job, tree: Option<&TreeInfo>, refused: Refused) -> JobRe
     result.output = refused.message;
     result.failure = Some(refused.failure.into());
     result.keyboard_folder = refused.keyboard_folder;
+    if tree.is_none() {
+        result.command = vec![];
+    }
     result
 }
 
@@ -354,14 +361,7 @@ impl SubmitPrecheck {
     pub fn new(cfg: &WorkerConfig) -> Option<SubmitPrecheck> {
         let home = cfg.qmk_home.as_ref()?;
         Some(SubmitPrecheck {
-            tree: TreeInfo {
-                home: home.clone(),
-                commit: tree::firmware_commit(home),
-                commit_time: tree::firmware_commit_time(home),
-                toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
-                ccache: false,
-                aliases: Arc::new(tree::load_aliases(home)),
-            },
+            tree: TreeInfo::load(home, cfg),
         })
     }
 }
@@ -382,14 +382,7 @@ impl Worker {
         cfg: WorkerConfig,
     ) -> Self {
         runner::protect_worker_secrets();
-        let tree = cfg.qmk_home.as_ref().map(|home| TreeInfo {
-            home: home.clone(),
-            commit: tree::firmware_commit(home),
-            commit_time: tree::firmware_commit_time(home),
-            toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
-            ccache: on_path(&cfg.path, "ccache"),
-            aliases: Arc::new(tree::load_aliases(home)),
-        });
+        let tree = cfg.qmk_home.as_ref().map(|home| TreeInfo::load(home, &cfg));
         Worker {
             store,
             queue,
@@ -415,11 +408,6 @@ impl Worker {
             "{}/v1/compile/{id}/{what}",
             self.cfg.public_url
         )])
-    }
-
-    /// The result fields every finished job has (contract §6.3), before the build.
-    fn base_result(&self, job: &Job) -> JobResult {
-        base_result(job, self.tree.as_ref())
     }
 
     /// Handles one queue message. `Ok` means: acknowledge it. Everything it logs carries the
@@ -459,8 +447,10 @@ impl Worker {
             tracing::info!(job = %id, attempt = job.attempt, "held by another worker");
             return Ok(Processed::Duplicate(job.state));
         }
+        // Checked once: a refused job needs no base archive and no build.
+        let checked = precheck_job(self.tree.as_ref(), &job);
         // The base archive can take a while the first time: make it before taking the lease.
-        if self.cfg.source_archives && self.precheck(&job).is_ok() {
+        if self.cfg.source_archives && checked.is_ok() {
             self.base_index().await?;
         }
         let now = Millis::now();
@@ -491,7 +481,7 @@ impl Worker {
         // The build runs while the lease is renewed; losing the lease drops the build (which
         // kills its process group, see `runner`).
         let result = tokio::select! {
-            result = self.build_result(&job) => result?,
+            result = self.build_result(&job, checked) => result?,
             lost = self.hold_lease(&job, receipt) => {
                 tracing::warn!(job = %id, attempt = job.attempt, reason = %lost, "lease lost: build stopped");
                 telemetry::emit(Metric::LeaseLost);
@@ -609,25 +599,18 @@ impl Worker {
         Ok(base.clone())
     }
 
-    fn precheck(&self, job: &Job) -> Result<String, Refused> {
-        precheck_job(self.tree.as_ref(), job)
-    }
-
     /// Builds (or finds in the cache) the result of a started job; stores its artifacts.
-    async fn build_result(&self, job: &Job) -> Result<JobResult, WorkerError> {
-        let mut result = self.base_result(job);
-        let Some(tree) = self.tree.clone() else {
-            result.returncode = returncode::NOT_BUILDABLE;
-            result.output = tree::NO_TREE_MESSAGE.into();
-            result.failure = Some("no_qmk_tree".into());
-            result.command = vec![];
-            return Ok(result);
+    async fn build_result(
+        &self,
+        job: &Job,
+        checked: Result<Buildable<'_>, Refused>,
+    ) -> Result<JobResult, WorkerError> {
+        let Buildable { tree, folder } = match checked {
+            Ok(b) => b,
+            Err(refused) => return Ok(refused_result(job, self.tree.as_ref(), refused)),
         };
-        let folder = match self.precheck(job) {
-            Ok(folder) => folder,
-            Err(refused) => return Ok(refused_result(job, Some(&tree), refused)),
-        };
-        result.keyboard_folder = Some(folder.clone());
+        let mut result = base_result(job, Some(tree));
+        result.keyboard_folder = Some(folder);
 
         let hash = if job.request_hash.is_empty() {
             cache::request_hash(&job.request).unwrap_or_default()
@@ -646,7 +629,7 @@ impl Worker {
         let job_dir = self.cfg.work_root.join("jobs").join(job.id.to_string());
         let _ = std::fs::remove_dir_all(&job_dir);
         std::fs::create_dir_all(&job_dir)?;
-        let outcome = self.compile(job, &tree, &job_dir, &mut result).await;
+        let outcome = self.compile(job, tree, &job_dir, &mut result).await;
         let _ = std::fs::remove_dir_all(&job_dir);
         let (firmware, stored) = outcome?;
 
