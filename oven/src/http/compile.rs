@@ -188,6 +188,7 @@ impl Serialize for ResultView<'_> {
             firmware_commit,
             toolchains,
             cached,
+            phases,
         } = self.r;
         let url = |kind: ArtifactKind| {
             [format!(
@@ -235,6 +236,9 @@ impl Serialize for ResultView<'_> {
         m.serialize_entry("keymap_json", keymap_json)?;
         m.serialize_entry("layout", layout)?;
         m.serialize_entry("output", output)?;
+        if let Some(v) = phases {
+            m.serialize_entry("phases", v)?;
+        }
         m.serialize_entry("public_firmware", public_firmware)?;
         if let Some(v) = queue_seconds {
             m.serialize_entry("queue_seconds", v)?;

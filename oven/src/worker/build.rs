@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{runner, tree, WorkerConfig};
+use crate::job::Phases;
 
 /// The name every job is built under, so a keyboard's object files and ccache entries are
 /// reused from one job to the next; the firmware is renamed to the user's keymap name after.
@@ -43,6 +44,53 @@ pub struct BuildOutcome {
     pub elapsed: Duration,
     /// Present only when the build exited 0 and its firmware file was found.
     pub firmware: Option<Firmware>,
+    /// `prepare` and the build's own phases (`startup`, `generate`, `compile`, `link`).
+    pub phases: Phases,
+}
+
+/// QMK's status lines that start each phase of a build: the CLI's `Ψ Compiling keymap with
+/// gmake ...` (lib/python/qmk/build_targets.py) when make starts, then make's `MSG_COMPILING`,
+/// `MSG_ASSEMBLING` and `MSG_LINKING` (builddefs/message.mk, printed by builddefs/common_rules.mk).
+const PHASE_MARKERS: [&str; 4] = [
+    "Compiling keymap with",
+    "Compiling:",
+    "Assembling:",
+    "Linking:",
+];
+
+/// The build's phases from the times its [`PHASE_MARKERS`] first appeared (`marks`, in that
+/// order) and its whole duration. A phase whose start marker never came (a failed build, a
+/// fully warm one that compiled nothing) is absent and its time counts in the phase before, so
+/// the phases present always add up to `elapsed`.
+pub fn build_phases(marks: &[Option<Duration>], elapsed: Duration) -> Phases {
+    let get = |i: usize| marks.get(i).copied().flatten().filter(|t| *t <= elapsed);
+    let make = get(0);
+    let first_unit = match (get(1), get(2)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let link = get(3);
+    // Phase starts in order; a start earlier than the previous one is out of order, so dropped.
+    let mut starts: Vec<(usize, Duration)> = vec![(0, Duration::ZERO)];
+    for (i, t) in [(1, make), (2, first_unit), (3, link)] {
+        if let Some(t) = t {
+            if t >= starts.last().map_or(Duration::ZERO, |s| s.1) {
+                starts.push((i, t));
+            }
+        }
+    }
+    let mut out = [None; 4];
+    for (k, (i, t)) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(elapsed, |s| s.1);
+        out[*i] = Some((end - *t).as_secs_f64());
+    }
+    Phases {
+        startup: out[0],
+        generate: out[1],
+        compile: out[2],
+        link: out[3],
+        ..Default::default()
+    }
 }
 
 /// Builds `request` (a validated, normalised keymap.json) in `job_dir`, under [`BUILD_KEYMAP`];
@@ -59,6 +107,7 @@ pub async fn build(
     keyboard_folder: &str,
     user_keymap: &str,
 ) -> Result<BuildOutcome, runner::RunError> {
+    let prepare = std::time::Instant::now();
     let mut build_req = request.clone();
     if let Some(obj) = build_req.as_object_mut() {
         obj.insert("keymap".into(), Value::String(BUILD_KEYMAP.into()));
@@ -105,17 +154,13 @@ pub async fn build(
     ];
     if tree.ccache {
         args.extend(["-e".into(), "USE_CCACHE=yes".into()]);
-        env.push((
-            "CCACHE_DIR".into(),
-            cfg.work_root.join("ccache").display().to_string(),
-        ));
-        // Jobs differ in paths only through the per-job directory; hash contents, not paths.
-        env.push(("CCACHE_NOHASHDIR".into(), "1".into()));
+        env.extend(ccache_env(&cfg.work_root, ccache_seed().as_deref()));
     }
     args.push(build_json.display().to_string());
     if prime_warm_keymap(cfg, &qmk_home, &build_dir, &target, &build_req, &env).await {
         tracing::info!("warm build: only the keymap is recompiled");
     }
+    let prepare = prepare.elapsed();
     let spec = runner::BuildSpec {
         program: cfg.qmk.clone(),
         args,
@@ -124,7 +169,11 @@ pub async fn build(
         timeout: cfg.compile_timeout,
         log_cap: cfg.log_cap,
     };
-    let out = runner::run(&spec).await?;
+    let out = runner::run_marked(&spec, &PHASE_MARKERS).await?;
+    let phases = Phases {
+        prepare: Some(prepare.as_secs_f64()),
+        ..build_phases(&out.marks, out.elapsed)
+    };
     let firmware = match out.status {
         runner::BuildStatus::Exited(0) => {
             match tree::find_firmware(&[&qmk_home, &build_dir, job_dir], &target) {
@@ -147,7 +196,44 @@ pub async fn build(
         log: out.log.replace(BUILD_KEYMAP, user_keymap),
         elapsed: out.elapsed,
         firmware,
+        phases,
     })
+}
+
+/// The directory of a read-only compiler cache seeded ahead of time (the compile image's, made
+/// by `scripts/seed-ccache.sh`), from [`crate::config::CCACHE_SEED`]; `None` when unset or not a
+/// directory.
+fn ccache_seed() -> Option<PathBuf> {
+    std::env::var_os(crate::config::CCACHE_SEED)
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+}
+
+/// ccache's settings for a build under `work_root`: its own writable cache in
+/// `work_root/ccache`, and `seed` (if any) as a read-only second level, looked up on a miss.
+///
+/// Hits must survive the per-job directory and a different work root (the seed was made
+/// elsewhere): every unit is compiled from the overlay's root with relative paths, the
+/// `CCACHE_BASEDIR` rewrites whatever absolute path under the work root a command still holds,
+/// and `CCACHE_NOHASHDIR` keeps the working directory out of the hash (it only matters for
+/// debug information, which QMK does not build).
+pub fn ccache_env(work_root: &Path, seed: Option<&Path>) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "CCACHE_DIR".to_string(),
+            work_root.join("ccache").display().to_string(),
+        ),
+        ("CCACHE_NOHASHDIR".into(), "1".into()),
+        ("CCACHE_BASEDIR".into(), work_root.display().to_string()),
+    ];
+    if let Some(seed) = seed {
+        // `secondary_storage` up to ccache 4.7, `remote_storage` from 4.8 on; each ignores the
+        // other's name.
+        let url = format!("file:{}|read-only", seed.display());
+        env.push(("CCACHE_SECONDARY_STORAGE".into(), url.clone()));
+        env.push(("CCACHE_REMOTE_STORAGE".into(), url));
+    }
+    env
 }
 
 /// QMK's JSON path regenerates config.h and keymap.h whenever keymap.json is newer than
@@ -186,24 +272,20 @@ async fn prime_warm_keymap(
         log_cap: 64 * 1024,
     };
     let Ok(prev) = std::fs::read(&prev_json) else {
-        // First build of this keyboard: QMK's flags depend on whether the generated
-        // config.h exists when make starts (`-include .../src/config.h`), so without it now
-        // the *next* build would see new flags and recompile everything. Generating the
-        // files up front keeps the flags stable from the first build on.
-        let staged = src.join("first.json.oven");
-        if std::fs::create_dir_all(&src).is_ok()
-            && serde_json::to_vec(build_req)
-                .ok()
-                .is_some_and(|j| std::fs::write(&staged, j).is_ok())
-        {
-            for (command, output) in [
-                ("generate-config-h", "config.h"),
-                ("generate-keymap-h", "keymap.h"),
-                ("json2c", "keymap.c"),
-            ] {
-                let _ = runner::run(&generate(command, output, &staged)).await;
+        // First build of this keyboard: QMK's flags depend on whether the generated config.h
+        // exists when make parses (`-include .../src/config.h`, build_keyboard.mk), so without
+        // one now the *next* build would see new flags and recompile everything. An empty one,
+        // older than any keymap.json, is enough: the CLI writes keymap.json after this, so make
+        // regenerates config.h (and keymap.c, keymap.h) from it before compiling anything, as
+        // every object depends on `generated-files`. (Generating the three files here instead
+        // cost three extra qmk processes, about a second each.)
+        let config_h = src.join("config.h");
+        if !config_h.exists() && std::fs::create_dir_all(&src).is_ok() {
+            let placed = std::fs::File::create(&config_h)
+                .and_then(|f| f.set_modified(std::time::SystemTime::UNIX_EPOCH));
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&config_h);
             }
-            let _ = std::fs::remove_file(&staged);
         }
         return false;
     };
@@ -304,5 +386,59 @@ pub fn classify_failure(log: &str, layout: &str) -> &'static str {
         "unknown_layout"
     } else {
         "compile_error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: f64) -> Option<Duration> {
+        Some(Duration::from_secs_f64(x))
+    }
+
+    #[test]
+    fn phases_split_the_build_at_its_markers_and_add_up() {
+        // make starts at 1 s, the first unit (an assembler one) at 3 s, linking at 9 s, end 10 s.
+        let p = build_phases(&[s(1.0), s(3.5), s(3.0), s(9.0)], Duration::from_secs(10));
+        assert_eq!(
+            (p.startup, p.generate, p.compile, p.link),
+            (Some(1.0), Some(2.0), Some(6.0), Some(1.0))
+        );
+        // A build that failed while compiling: no link phase, compile runs to the end.
+        let p = build_phases(&[s(1.0), s(3.0), None, None], Duration::from_secs(5));
+        assert_eq!((p.compile, p.link), (Some(2.0), None));
+        // Nothing recompiled (all objects current): make's work counts as generation.
+        let p = build_phases(&[s(1.0), None, None, s(2.5)], Duration::from_secs(3));
+        assert_eq!(
+            (p.generate, p.compile, p.link),
+            (Some(1.5), None, Some(0.5))
+        );
+        // The CLI refused the keymap before make: all start-up.
+        let p = build_phases(&[None; 4], Duration::from_secs(1));
+        assert_eq!((p.startup, p.generate), (Some(1.0), None));
+        let total: f64 = build_phases(&[s(0.7), s(2.1), None, s(8.3)], Duration::from_secs(9))
+            .present()
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        assert!((total - 9.0).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn ccache_keeps_paths_out_of_the_hash_and_reads_a_seed() {
+        let env = ccache_env(Path::new("/w"), None);
+        let get = |env: &[(String, String)], k: &str| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(&env, "CCACHE_DIR").as_deref(), Some("/w/ccache"));
+        assert_eq!(get(&env, "CCACHE_BASEDIR").as_deref(), Some("/w"));
+        assert_eq!(get(&env, "CCACHE_NOHASHDIR").as_deref(), Some("1"));
+        assert_eq!(get(&env, "CCACHE_SECONDARY_STORAGE"), None);
+        let env = ccache_env(Path::new("/w"), Some(Path::new("/opt/seed")));
+        assert_eq!(
+            get(&env, "CCACHE_REMOTE_STORAGE").as_deref(),
+            Some("file:/opt/seed|read-only")
+        );
     }
 }
