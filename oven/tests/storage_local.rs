@@ -314,3 +314,35 @@ async fn large_compose_links_its_sources() {
         Download::File { len: 5, .. }
     ));
 }
+
+/// Commits are copied into the database file by the checkpoint thread soon after they are
+/// answered, without the writer waiting for it: a little after a burst of submits, the main
+/// database file alone (a copy of it without its WAL) holds every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_thread_copies_commits_into_the_database_file() {
+    let (dir, s) = open();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let db = s.db.clone();
+        tasks.push(tokio::spawn(async move { db.submit(&c::new_job()).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let path = dir.path().join(oven::adapters::local::DB_FILE);
+    let copy = tempfile::tempdir().unwrap();
+    let mut in_file = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(oven::adapters::local::CHECKPOINT_EVERY).await;
+        let main_only = copy.path().join(format!("main-{in_file}.sqlite3"));
+        std::fs::copy(&path, &main_only).unwrap();
+        in_file = rusqlite::Connection::open(&main_only)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0);
+        if in_file == 200 {
+            break;
+        }
+    }
+    assert_eq!(in_file, 200, "jobs in the database file without its WAL");
+    assert_eq!(s.db.waiting().await.unwrap(), 200);
+}
