@@ -111,6 +111,18 @@ def oven_build(base, body):
             "why": "" if res.get("returncode") == 0 else (res.get("output") or doc.get("error") or "")[-300:]}
 
 
+def mcu_of(tree, kb):
+    """The keyboard's `processor`, from its info.json/keyboard.json files (children win)."""
+    parts, mcu = kb.split("/"), "?"
+    for i in range(1, len(parts) + 1):
+        for f in ("info.json", "keyboard.json"):
+            try:
+                mcu = json.load(open(os.path.join(tree, "keyboards", *parts[:i], f))).get("processor", mcu)
+            except (OSError, ValueError):
+                pass
+    return mcu
+
+
 def one_key_changed(doc):
     doc = json.loads(json.dumps(doc))
     layer = doc["layers"][0]
@@ -209,7 +221,7 @@ def main():
                     got[side] = oven_build(base, body) if side == "oven" else raw_build(a.qmk, a.raw_home, path, a.jobs, env)
                     got[side]["load"] = l0
                 o, r = got["oven"], got["raw"]
-                row = {"keyboard": kb, "kind": kind, "oven": o, "raw": r, "ratio": o["secs"] / r["secs"],
+                row = {"keyboard": kb, "mcu": mcu_of(a.tree, kb), "kind": kind, "oven": o, "raw": r, "ratio": o["secs"] / r["secs"],
                        "diff": o["secs"] - r["secs"], "first": order[0]}
                 rows.append(row)
                 print(f"{kb:40} {kind} oven {o['secs']:6.2f} s [{fmt_phases(o['phases'], PHASES)}]"
@@ -226,14 +238,14 @@ def main():
 
     seed = f", ccache seed {a.ccache_seed}" if a.ccache_seed else ", no ccache seed"
     lines = [f"# First build vs raw `qmk compile -j {a.jobs}` ({len(names)} keyboards{seed})", "",
-             "| keyboard | build | Oven s | queue | prepare | startup | generate | compile | link | store | source | raw s | raw startup | raw generate | raw compile | raw link | Oven/raw | Oven-raw s | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| keyboard | MCU | build | Oven s | queue | prepare | startup | generate | compile | link | store | source | raw s | raw startup | raw generate | raw compile | raw link | Oven/raw | Oven-raw s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def c(ph, n):
         v = ph.get(n)
         return "-" if v is None else f"{v:.2f}"
     for x in rows:
         o, r = x["oven"], x["raw"]
-        lines.append(f"| {x['keyboard']} | {x['kind']} | {o['secs']:.2f} | " + " | ".join(c(o["phases"], n) for n in PHASES)
+        lines.append(f"| {x['keyboard']} | {x['mcu']} | {x['kind']} | {o['secs']:.2f} | " + " | ".join(c(o["phases"], n) for n in PHASES)
                      + f" | {r['secs']:.2f} | " + " | ".join(c(r["phases"], n) for n in ("startup", "generate", "compile", "link"))
                      + f" | {x['ratio']:.2f} | {x['diff']:+.2f} | {o['load']:.1f}/{r['load']:.1f} |")
     lines.append("")
