@@ -198,6 +198,7 @@ def main():
 
     data = tempfile.mkdtemp(prefix="oven-first-build-")
     proc, base = start_oven(a, data)
+    print(f"oven serve data dir: {data} (kept with KEEP_DATA=1)", flush=True)
     tmp = tempfile.mkdtemp()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CCACHE_"))}
     env["QMK_HOME"] = a.raw_home
@@ -233,6 +234,11 @@ def main():
         proc.terminate()
         proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+        ccache = os.path.join(data, "work", "ccache")
+        if os.path.isdir(ccache) and shutil.which("ccache"):
+            stats = subprocess.run(["ccache", "--show-stats"], env=dict(os.environ, CCACHE_DIR=ccache),
+                                   capture_output=True, text=True).stdout
+            print("worker's ccache:\n" + stats, flush=True)
         if os.environ.get("KEEP_DATA") != "1":
             shutil.rmtree(data, ignore_errors=True)
 

@@ -332,9 +332,9 @@ pub struct JobResult {
 }
 
 /// Where a job's time went, in seconds, phase by phase; a phase the job did not go through is
-/// absent. The build's own phases are read from the times QMK's status lines first appear in
-/// its output (`Compiling keymap with`, `Compiling:`, `Linking:`), so they add up to
-/// `compile_seconds`.
+/// absent. The build's own phases are read from when QMK's status lines appear in its output
+/// (`Compiling keymap with`, then one `Compiling:` line per unit as it is done, `Linking:`;
+/// `oven::worker::build::build_phases`), so they add up to `compile_seconds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Phases {
     /// Submission to the start of the job (queue wait; includes a worker's one-off preparation
@@ -351,7 +351,7 @@ pub struct Phases {
     /// make's parse and QMK's generation step, until the first unit is compiled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generate: Option<f64>,
-    /// Compiling, until linking starts.
+    /// Compiling, until the last unit is done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compile: Option<f64>,
     /// Linking and the firmware file (hex/bin, size check, copy), until the build exits.

@@ -48,32 +48,38 @@ pub struct BuildOutcome {
     pub phases: Phases,
 }
 
-/// QMK's status lines that start each phase of a build: the CLI's `Ψ Compiling keymap with
+/// QMK's status lines that mark the phases of a build: the CLI's `Ψ Compiling keymap with
 /// gmake ...` (lib/python/qmk/build_targets.py) when make starts, then make's `MSG_COMPILING`,
-/// `MSG_ASSEMBLING` and `MSG_LINKING` (builddefs/message.mk, printed by builddefs/common_rules.mk).
-const PHASE_MARKERS: [&str; 4] = [
+/// `MSG_ASSEMBLING`, the archiver's line and `MSG_LINKING` (builddefs/message.mk, printed by
+/// builddefs/common_rules.mk). QMK runs make with `--output-sync=target`, so a unit's line
+/// appears when that unit is *done*: the first unit's line ends generation (and its own
+/// compile), the last unit's line is when linking can start.
+const PHASE_MARKERS: [&str; 5] = [
     "Compiling keymap with",
     "Compiling:",
     "Assembling:",
+    "Archiving:",
     "Linking:",
 ];
 
-/// The build's phases from the times its [`PHASE_MARKERS`] first appeared (`marks`, in that
-/// order) and its whole duration. A phase whose start marker never came (a failed build, a
-/// fully warm one that compiled nothing) is absent and its time counts in the phase before, so
-/// the phases present always add up to `elapsed`.
-pub fn build_phases(marks: &[Option<Duration>], elapsed: Duration) -> Phases {
-    let get = |i: usize| marks.get(i).copied().flatten().filter(|t| *t <= elapsed);
-    let make = get(0);
-    let first_unit = match (get(1), get(2)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let link = get(3);
+/// The build's phases from when its [`PHASE_MARKERS`] lines were read (`marks`, in that order)
+/// and its whole duration: `startup` until make starts, `generate` until the first unit is
+/// done, `compile` until the last one is, `link` (linking, the firmware file, its size check
+/// and copy) to the end. A phase whose marker never came (a failed build, one that compiled
+/// nothing) is absent and its time counts in the phase before, so the phases present always
+/// add up to `elapsed`.
+pub fn build_phases(marks: &[Option<runner::Mark>], elapsed: Duration) -> Phases {
+    let get = |i: usize| marks.get(i).copied().flatten();
+    let units = (1..=3).filter_map(get);
+    let first_unit = units.clone().map(|m| m.first).min();
+    let last_unit = units.map(|m| m.last).max();
+    // Link starts with the last unit done; without any unit, when the link line came.
+    let link = last_unit.or(get(4).map(|m| m.first));
+    let make = get(0).map(|m| m.first);
     // Phase starts in order; a start earlier than the previous one is out of order, so dropped.
     let mut starts: Vec<(usize, Duration)> = vec![(0, Duration::ZERO)];
     for (i, t) in [(1, make), (2, first_unit), (3, link)] {
-        if let Some(t) = t {
+        if let Some(t) = t.filter(|t| *t <= elapsed) {
             if t >= starts.last().map_or(Duration::ZERO, |s| s.1) {
                 starts.push((i, t));
             }
@@ -393,35 +399,58 @@ pub fn classify_failure(log: &str, layout: &str) -> &'static str {
 mod tests {
     use super::*;
 
-    fn s(x: f64) -> Option<Duration> {
-        Some(Duration::from_secs_f64(x))
+    fn m(first: f64, last: f64) -> Option<runner::Mark> {
+        Some(runner::Mark {
+            first: Duration::from_secs_f64(first),
+            last: Duration::from_secs_f64(last),
+        })
     }
 
     #[test]
     fn phases_split_the_build_at_its_markers_and_add_up() {
-        // make starts at 1 s, the first unit (an assembler one) at 3 s, linking at 9 s, end 10 s.
-        let p = build_phases(&[s(1.0), s(3.5), s(3.0), s(9.0)], Duration::from_secs(10));
+        // make starts at 1 s; units done from 3 s (an assembler one) to 8 s, an archive at
+        // 8.5 s; linked at 9.5 s; end 10 s.
+        let p = build_phases(
+            &[
+                m(1.0, 1.0),
+                m(3.5, 7.0),
+                m(3.0, 3.0),
+                m(8.5, 8.5),
+                m(9.5, 9.5),
+            ],
+            Duration::from_secs(10),
+        );
         assert_eq!(
             (p.startup, p.generate, p.compile, p.link),
-            (Some(1.0), Some(2.0), Some(6.0), Some(1.0))
+            (Some(1.0), Some(2.0), Some(5.5), Some(1.5))
         );
-        // A build that failed while compiling: no link phase, compile runs to the end.
-        let p = build_phases(&[s(1.0), s(3.0), None, None], Duration::from_secs(5));
-        assert_eq!((p.compile, p.link), (Some(2.0), None));
+        // A build that failed while compiling: no link line, but the last unit still ends
+        // the compile phase.
+        let p = build_phases(
+            &[m(1.0, 1.0), m(3.0, 4.0), None, None, None],
+            Duration::from_secs(5),
+        );
+        assert_eq!((p.compile, p.link), (Some(1.0), Some(1.0)));
         // Nothing recompiled (all objects current): make's work counts as generation.
-        let p = build_phases(&[s(1.0), None, None, s(2.5)], Duration::from_secs(3));
+        let p = build_phases(
+            &[m(1.0, 1.0), None, None, None, m(2.5, 2.5)],
+            Duration::from_secs(3),
+        );
         assert_eq!(
             (p.generate, p.compile, p.link),
             (Some(1.5), None, Some(0.5))
         );
         // The CLI refused the keymap before make: all start-up.
-        let p = build_phases(&[None; 4], Duration::from_secs(1));
+        let p = build_phases(&[None; 5], Duration::from_secs(1));
         assert_eq!((p.startup, p.generate), (Some(1.0), None));
-        let total: f64 = build_phases(&[s(0.7), s(2.1), None, s(8.3)], Duration::from_secs(9))
-            .present()
-            .iter()
-            .map(|(_, v)| v)
-            .sum();
+        let total: f64 = build_phases(
+            &[m(0.7, 0.7), m(2.1, 6.0), None, None, m(8.3, 8.3)],
+            Duration::from_secs(9),
+        )
+        .present()
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
         assert!((total - 9.0).abs() < 1e-9, "{total}");
     }
 

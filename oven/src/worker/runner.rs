@@ -41,9 +41,16 @@ pub struct BuildOutput {
     pub log_bytes: u64,
     pub elapsed: Duration,
     /// For each marker given to [`run_marked`], in order: the time from the start of the child
-    /// until a line containing it first began within the first [`MARK_WINDOW`] bytes of a line;
-    /// `None` if no line did.
-    pub marks: Vec<Option<Duration>>,
+    /// until the first line holding it within its first [`MARK_WINDOW`] bytes was read, and
+    /// until the last such line was; `None` if no line did.
+    pub marks: Vec<Option<Mark>>,
+}
+
+/// When a marker's lines were read, since the start of the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub first: Duration,
+    pub last: Duration,
 }
 
 /// How many bytes at the start of each output line are searched for markers: QMK's own status
@@ -54,7 +61,7 @@ pub const MARK_WINDOW: usize = 48;
 /// Finds the first line holding each marker, across reads that split lines anywhere.
 struct Marker {
     markers: Vec<&'static str>,
-    found: Vec<Option<Duration>>,
+    found: Vec<Option<Mark>>,
     /// The start of the current line (up to [`MARK_WINDOW`] bytes).
     line: Vec<u8>,
     /// The current line was already checked (its window filled before its end).
@@ -80,14 +87,15 @@ impl Marker {
         self.checked = true;
         let now = self.started.elapsed();
         for (m, found) in self.markers.iter().zip(self.found.iter_mut()) {
-            if found.is_none() && self.line.windows(m.len()).any(|w| w == m.as_bytes()) {
-                *found = Some(now);
+            if self.line.windows(m.len()).any(|w| w == m.as_bytes()) {
+                let first = found.map_or(now, |f| f.first);
+                *found = Some(Mark { first, last: now });
             }
         }
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        if self.markers.is_empty() || self.found.iter().all(Option::is_some) {
+        if self.markers.is_empty() {
             return;
         }
         for &b in bytes {
@@ -104,7 +112,7 @@ impl Marker {
         }
     }
 
-    fn finish(mut self) -> Vec<Option<Duration>> {
+    fn finish(mut self) -> Vec<Option<Mark>> {
         if !self.line.is_empty() {
             self.check_line();
         }
@@ -386,12 +394,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn markers_are_timed_at_the_first_line_holding_them() {
-        // "Linking:" comes in two writes (split mid-marker) after a pause; "Compiling:" twice;
-        // "Absent" never; "Late:" only past the line's search window.
+    async fn markers_are_timed_at_the_first_and_last_lines_holding_them() {
+        // "Compiling:" twice, 0.3 s apart; "Linking:" in two writes (split mid-marker) after a
+        // pause; "Absent" never; "Late:" only past the line's search window; "Tail:" on a last
+        // line without a newline.
         let pad = "x".repeat(MARK_WINDOW);
         let script = format!(
-            "echo 'Compiling: a.c'; echo 'Compiling: b.c'; sleep 0.4; printf 'Lin'; \
+            "echo 'Compiling: a.c'; sleep 0.3; echo 'Compiling: b.c'; sleep 0.3; printf 'Lin'; \
              sleep 0.1; echo 'king: kb.elf'; echo '{pad}Late: no'; printf 'Tail: no newline'"
         );
         let out = run_marked(
@@ -405,12 +414,14 @@ mod tests {
             panic!("{:?}", out.marks)
         };
         let (compiling, linking) = (compiling.unwrap(), linking.unwrap());
-        assert!(compiling < Duration::from_millis(400), "{compiling:?}");
         assert!(
-            linking >= compiling + Duration::from_millis(400),
-            "{linking:?}"
+            compiling.first < Duration::from_millis(300),
+            "{compiling:?}"
         );
-        assert!(linking <= out.elapsed);
+        assert!(compiling.last >= compiling.first + Duration::from_millis(300));
+        assert_eq!(linking.first, linking.last);
+        assert!(linking.first >= compiling.last + Duration::from_millis(300));
+        assert!(linking.last <= out.elapsed);
         assert_eq!((absent, late), (None, None));
         assert!(tail.is_some());
         // Without markers nothing is searched, and the log is the same.
