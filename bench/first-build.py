@@ -43,7 +43,7 @@ import urllib.request
 
 FLAGS = ["-e", "SKIP_GIT=yes", "-e", "SKIP_VERSION=yes"]
 # The markers of oven/src/worker/build.rs (PHASE_MARKERS), in the same order.
-MARKERS = ["Compiling keymap with", "Compiling:", "Assembling:", "Linking:"]
+MARKERS = ["Compiling keymap with", "Compiling:", "Assembling:", "Archiving:", "Linking:"]
 PHASES = ["queue", "prepare", "startup", "generate", "compile", "link", "store", "source_archive"]
 WINDOW = 48
 
@@ -59,12 +59,12 @@ def http(url, data=None):
 
 
 def split_phases(marks, elapsed):
-    """The same split as build_phases in oven/src/worker/build.rs."""
-    make = marks[0]
-    units = [t for t in (marks[1], marks[2]) if t is not None]
-    first = min(units) if units else None
+    """The same split as build_phases in oven/src/worker/build.rs; marks are (first, last)."""
+    units = [m for m in marks[1:4] if m is not None]
+    first = min(m[0] for m in units) if units else None
+    last = max(m[1] for m in units) if units else (marks[4][0] if marks[4] else None)
     starts = [("startup", 0.0)]
-    for name, t in (("generate", make), ("compile", first), ("link", marks[3])):
+    for name, t in (("generate", marks[0][0] if marks[0] else None), ("compile", first), ("link", last)):
         if t is not None and t >= starts[-1][1] and t <= elapsed:
             starts.append((name, t))
     out = {}
@@ -85,8 +85,8 @@ def raw_build(qmk, home, path, jobs, env):
         t = time.monotonic() - t0
         head = line[:WINDOW].decode(errors="replace")
         for i, m in enumerate(MARKERS):
-            if marks[i] is None and m in head:
-                marks[i] = t
+            if m in head:
+                marks[i] = (marks[i][0] if marks[i] else t, t)
         tail = (tail + [line.decode(errors="replace")])[-20:]
     rc = p.wait()
     secs = time.monotonic() - t0
