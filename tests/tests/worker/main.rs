@@ -955,3 +955,49 @@ async fn real_tree_warm_path_builds_what_a_clean_build_builds() {
     }
     assert_ne!(warm[0].0, warm[1].0);
 }
+
+/// Every built job's result says where its time went: all phases present for a full build,
+/// the build's own four adding up to `compile_seconds`; a cached result has its own wait and
+/// copy only.
+#[tokio::test]
+async fn results_carry_their_phases() {
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    let built = build_each(&env, &worker, &[good()]).await.remove(0).1;
+    let p = built.phases.clone().expect("phases");
+    let names: Vec<&str> = p.present().iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "queue",
+            "prepare",
+            "startup",
+            "generate",
+            "compile",
+            "link",
+            "store",
+            "source_archive"
+        ]
+    );
+    let build: f64 = [p.startup, p.generate, p.compile, p.link]
+        .iter()
+        .map(|v| v.unwrap())
+        .sum();
+    assert!(
+        (build - built.compile_seconds.unwrap()).abs() < 1e-6,
+        "{p:?}"
+    );
+    assert!(p.present().iter().all(|(_, v)| *v >= 0.0));
+    let id = env.submit(good()).await;
+    worker.process(&QueueMessage { job_id: id }).await.unwrap();
+    let hit = env.result(id).await;
+    assert_eq!(hit.cached, Some(true));
+    let names: Vec<&str> = hit
+        .phases
+        .unwrap()
+        .present()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(names, ["queue", "store"]);
+}
