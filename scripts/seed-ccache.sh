@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Seeds a compiler cache for Oven's builds: builds one keymap of each listed keyboard through
-# `oven serve` itself (same overlay, build name, flags and ccache settings as every job), then
-# keeps the ccache directory it filled. Oven reads it read-only as ccache's second level when
-# OVEN_CCACHE_SEED names it (oven/src/worker/build.rs, ccache_env), so a fresh worker's first
-# build of a keyboard hits it for every unit compiled the same way before.
+# `oven serve` itself (same overlay, build name, flags and ccache settings as every job), with
+# CACHE_DIR as ccache's second-level (file) storage, written through. Oven reads it read-only
+# when OVEN_CCACHE_SEED names it (oven/src/worker/build.rs, ccache_env), so a fresh worker's
+# first build of a seeded keyboard hits it for every unit that does not depend on the keymap.
+# Only those keyboards: ccache hits need the same command line, and every QMK unit is compiled
+# with its keyboard's flags (another keyboard on the same MCU hits nothing).
 #
 #   scripts/seed-ccache.sh TREE KEYBOARD_LIST CACHE_DIR [KEYMAPS_DIR]
 #
@@ -39,11 +41,8 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# The worker's cache is <data-dir>/work/ccache: start it as the seed itself.
-mkdir -p "$work/data/work"
-ln -s "$cache" "$work/data/work/ccache"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-OVEN_LOG=warn "$oven" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --qmk-home "$tree" \
+OVEN_LOG=warn OVEN_CCACHE_SEED=$cache OVEN_CCACHE_SEED_WRITE=1 "$oven" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --qmk-home "$tree" \
   >"$work/serve.log" 2>&1 &
 pid=$!
 url="http://127.0.0.1:$port"
@@ -87,7 +86,6 @@ while read -r kb _; do
   fi
 done <"$list"
 
-CCACHE_DIR=$cache ccache --cleanup >/dev/null 2>&1 || true
 echo "keyboards seeded: $ok, skipped: $failed"
-CCACHE_DIR=$cache ccache --show-stats | sed -n '1,12p'
+CCACHE_DIR=$work/data/work/ccache ccache --show-stats | sed -n '1,16p'
 echo "cache size: $(du -sh "$cache" | cut -f1) ($(du -sb "$cache" | cut -f1) bytes, $(find "$cache" -type f | wc -l) files)"

@@ -160,7 +160,11 @@ pub async fn build(
     ];
     if tree.ccache {
         args.extend(["-e".into(), "USE_CCACHE=yes".into()]);
-        env.extend(ccache_env(&cfg.work_root, ccache_seed().as_deref()));
+        let seed = ccache_seed();
+        env.extend(ccache_env(
+            &cfg.work_root,
+            seed.as_ref().map(|(p, w)| (p.as_path(), *w)),
+        ));
     }
     args.push(build_json.display().to_string());
     if prime_warm_keymap(cfg, &qmk_home, &build_dir, &target, &build_req, &env).await {
@@ -206,17 +210,22 @@ pub async fn build(
     })
 }
 
-/// The directory of a read-only compiler cache seeded ahead of time (the compile image's, made
-/// by `scripts/seed-ccache.sh`), from [`crate::config::CCACHE_SEED`]; `None` when unset or not a
-/// directory.
-fn ccache_seed() -> Option<PathBuf> {
-    std::env::var_os(crate::config::CCACHE_SEED)
+/// The directory of the compiler cache seeded ahead of time (the compile image's, made by
+/// `scripts/seed-ccache.sh`), from [`crate::config::CCACHE_SEED`], and whether builds write to
+/// it ([`crate::config::CCACHE_SEED_WRITE`] = `1`, what the seeding does); `None` when unset
+/// or not a directory.
+fn ccache_seed() -> Option<(PathBuf, bool)> {
+    let dir = std::env::var_os(crate::config::CCACHE_SEED)
         .map(PathBuf::from)
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir())?;
+    let write = std::env::var(crate::config::CCACHE_SEED_WRITE).is_ok_and(|v| v == "1");
+    Some((dir, write))
 }
 
 /// ccache's settings for a build under `work_root`: its own writable cache in
-/// `work_root/ccache`, and `seed` (if any) as a read-only second level, looked up on a miss.
+/// `work_root/ccache`, and `seed` (if any: its directory, and whether to write to it) as
+/// ccache's second level ("secondary"/"remote" file storage, whose layout differs from a
+/// cache directory's: a seed is made by builds writing to it as such), looked up on a miss.
 ///
 /// Hits must survive the per-job directory and a different work root (the seed was made
 /// elsewhere): every unit is compiled from the overlay's root with relative paths, the
@@ -231,7 +240,7 @@ fn ccache_seed() -> Option<PathBuf> {
 /// command lines with the same preprocessed text, never happens here: every unit of a QMK
 /// build is compiled with its keyboard's `-D`/`-include` flags (0 of 61 units of
 /// buildakb/mw60 hit a cache filled by dz60, the same MCU, in preprocessor mode).
-pub fn ccache_env(work_root: &Path, seed: Option<&Path>) -> Vec<(String, String)> {
+pub fn ccache_env(work_root: &Path, seed: Option<(&Path, bool)>) -> Vec<(String, String)> {
     let mut env = vec![
         (
             "CCACHE_DIR".to_string(),
@@ -241,10 +250,14 @@ pub fn ccache_env(work_root: &Path, seed: Option<&Path>) -> Vec<(String, String)
         ("CCACHE_BASEDIR".into(), work_root.display().to_string()),
         ("CCACHE_DEPEND".into(), "1".into()),
     ];
-    if let Some(seed) = seed {
+    if let Some((seed, writable)) = seed {
         // `secondary_storage` up to ccache 4.7, `remote_storage` from 4.8 on; each ignores the
         // other's name.
-        let url = format!("file:{}|read-only", seed.display());
+        let url = format!(
+            "file:{}{}",
+            seed.display(),
+            if writable { "" } else { "|read-only" }
+        );
         env.push(("CCACHE_SECONDARY_STORAGE".into(), url.clone()));
         env.push(("CCACHE_REMOTE_STORAGE".into(), url));
     }
@@ -474,10 +487,15 @@ mod tests {
         assert_eq!(get(&env, "CCACHE_NOHASHDIR").as_deref(), Some("1"));
         assert_eq!(get(&env, "CCACHE_DEPEND").as_deref(), Some("1"));
         assert_eq!(get(&env, "CCACHE_SECONDARY_STORAGE"), None);
-        let env = ccache_env(Path::new("/w"), Some(Path::new("/opt/seed")));
+        let env = ccache_env(Path::new("/w"), Some((Path::new("/opt/seed"), false)));
         assert_eq!(
             get(&env, "CCACHE_REMOTE_STORAGE").as_deref(),
             Some("file:/opt/seed|read-only")
+        );
+        let env = ccache_env(Path::new("/w"), Some((Path::new("/opt/seed"), true)));
+        assert_eq!(
+            get(&env, "CCACHE_SECONDARY_STORAGE").as_deref(),
+            Some("file:/opt/seed")
         );
     }
 }
