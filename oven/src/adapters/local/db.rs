@@ -8,12 +8,6 @@
 //! checkpoint, at most [`CHECKPOINT_EVERY`] later), or `FULL` (every group fsyncs before its
 //! callers are answered; the fsync is shared by the whole group).
 //!
-//! Checkpoints (copying the WAL into the database file, with its fsyncs) run on a second
-//! thread with its own connection, so the writer never waits for one: a `PASSIVE` checkpoint
-//! takes no lock a writer needs. Only when the WAL has grown past [`WAL_RESTART_FRAMES`]
-//! (sustained load never leaves the checkpointer a moment with nothing new to copy, so SQLite
-//! cannot start the WAL over) does the writer itself run a `RESTART` checkpoint between groups.
-//!
 //! Reads (`get`, `expired_leases`, `waiting`) run on a small pool of read-only connections,
 //! directly on the calling task: a primary-key lookup takes microseconds, far less than handing
 //! it to a blocking thread would, and WAL readers never wait for the writer.
@@ -38,14 +32,11 @@ use crate::time::Millis;
 const BACKEND: &str = "sqlite";
 /// Most requests applied in one transaction; bounds how long the first caller of a group waits.
 pub const MAX_BATCH: usize = 1024;
-/// How often the checkpoint thread copies the WAL into the database file (at most; only after
-/// commits). Under `synchronous = NORMAL` this bounds what a power cut can lose. (When the
-/// writer ran the checkpoints itself, between groups, their fsyncs were the submit's p99: 73 ms
-/// at a 1 s interval, 10 ms at 25 ms, under bench/api-load.sh.)
+/// How often the writer copies the WAL into the database file (at most; only after commits).
+/// Under `synchronous = NORMAL` this bounds what a power cut can lose. Short, so that each
+/// checkpoint is small: the writer waits for it, and under 16-connection load a 1 s interval
+/// gave submit a p99 of 73 ms, 100 ms gave 28 ms, 25 ms gives 10 ms (bench/api-load.sh).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
-/// WAL size (in pages) past which the writer restarts the WAL itself (about 64 MiB at 4 KiB
-/// pages); below it the checkpointer thread's passive checkpoints keep up.
-pub const WAL_RESTART_FRAMES: i64 = 16_384;
 /// Read-only connections kept for reuse; more are opened when needed and then dropped.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -258,10 +249,6 @@ impl LocalDb {
         let weak = Arc::downgrade(&inner);
         let visibility = inner.options.visibility_timeout;
         let max_receives = inner.options.max_receives;
-        let checkpointer = Checkpointer::start(path).map_err(|e| match e {
-            CheckpointerError::Sqlite(source) => sqlite(source),
-            CheckpointerError::Thread(e) => OpenError::Thread(e),
-        })?;
         std::thread::Builder::new()
             .name("oven-sqlite-writer".into())
             .spawn(move || {
@@ -269,7 +256,6 @@ impl LocalDb {
                     conn,
                     visibility,
                     max_receives,
-                    checkpointer,
                 }
                 .run(rx, weak)
             })
@@ -424,47 +410,67 @@ struct Writer {
     conn: Connection,
     visibility: Duration,
     max_receives: u32,
-    checkpointer: Checkpointer,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Op>, db: std::sync::Weak<Inner>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+        let mut last_checkpoint = Instant::now();
+        // Commits since the last checkpoint.
+        let mut dirty = false;
+        loop {
+            let first = if dirty {
+                // Idle with commits not yet checkpointed: wait no longer than the next one is due.
+                let due = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
+                match rx.recv_timeout(due) {
+                    Ok(op) => Some(op),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        self.checkpoint();
+                        return;
+                    }
+                }
+            } else {
+                match rx.recv() {
+                    Ok(op) => Some(op),
+                    Err(_) => return,
+                }
+            };
+            if let Some(first) = first {
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
+                let sent = self.apply_batch(&mut batch);
+                dirty = true;
+                if sent {
+                    if let Some(db) = db.upgrade() {
+                        db.sent.notify_waiters();
+                    }
                 }
             }
-            let sent = self.apply_batch(&mut batch);
-            if sent {
-                if let Some(db) = db.upgrade() {
-                    db.sent.notify_waiters();
-                }
-            }
-            self.checkpointer.committed();
-            if self.checkpointer.wal_frames() > WAL_RESTART_FRAMES {
-                self.restart_wal();
+            if dirty && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.checkpoint();
+                last_checkpoint = Instant::now();
+                dirty = false;
             }
         }
-        // Closing the channel ends the checkpointer after one last checkpoint.
     }
 
-    /// Copies the whole WAL into the database file and starts it over, waiting for readers;
-    /// run only when the WAL has grown past [`WAL_RESTART_FRAMES`].
-    fn restart_wal(&self) {
-        match self
+    /// Copies the WAL into the database file, after answering callers. With
+    /// `synchronous = NORMAL` this is when commits become safe from power loss: SQLite fsyncs
+    /// the WAL before copying it. Run by the only writer, the checkpoint sees no commit in
+    /// between and completes, so the next commit restarts the WAL from its beginning (it
+    /// stays bounded, and is rewritten in place, which fsyncs faster than growing it).
+    fn checkpoint(&self) {
+        if let Err(e) = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            }) {
-            Ok((busy, frames)) => {
-                self.checkpointer
-                    .set_wal_frames(if busy == 0 { 0 } else { frames });
-            }
-            Err(e) => tracing::warn!(error = %e, "sqlite WAL restart failed"),
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "sqlite checkpoint failed");
         }
     }
 
@@ -528,73 +534,6 @@ impl Writer {
             }
         }
         sent
-    }
-}
-
-enum CheckpointerError {
-    Sqlite(rusqlite::Error),
-    Thread(std::io::Error),
-}
-
-/// The writer's handle on the checkpoint thread: it is told about commits, and reports the
-/// size of the WAL it last saw. Dropping it ends the thread after a last checkpoint.
-struct Checkpointer {
-    /// Holds at most one pending "there were commits"; the thread drains it.
-    commits: mpsc::SyncSender<()>,
-    wal_frames: Arc<std::sync::atomic::AtomicI64>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, CheckpointerError> {
-        let conn = Connection::open(path).map_err(CheckpointerError::Sqlite)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(CheckpointerError::Sqlite)?;
-        let (commits, rx) = mpsc::sync_channel::<()>(1);
-        let wal_frames = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let frames = wal_frames.clone();
-        std::thread::Builder::new()
-            .name("oven-sqlite-checkpoint".into())
-            .spawn(move || {
-                let mut last = Instant::now();
-                while rx.recv().is_ok() {
-                    // At most one checkpoint per CHECKPOINT_EVERY: commits in between are
-                    // copied together.
-                    std::thread::sleep(CHECKPOINT_EVERY.saturating_sub(last.elapsed()));
-                    while rx.try_recv().is_ok() {}
-                    Self::checkpoint(&conn, &frames);
-                    last = Instant::now();
-                }
-                Self::checkpoint(&conn, &frames);
-            })
-            .map_err(CheckpointerError::Thread)?;
-        Ok(Checkpointer {
-            commits,
-            wal_frames,
-        })
-    }
-
-    /// Copies the committed part of the WAL into the database file. With
-    /// `synchronous = NORMAL` this is when commits become safe from power loss: SQLite fsyncs
-    /// the WAL before copying it. Passive: it never blocks the writer, which keeps appending.
-    fn checkpoint(conn: &Connection, frames: &std::sync::atomic::AtomicI64) {
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(n) => frames.store(n, std::sync::atomic::Ordering::Relaxed),
-            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
-        }
-    }
-
-    fn committed(&self) {
-        // Full: a checkpoint is already pending, which will copy this commit too.
-        let _ = self.commits.try_send(());
-    }
-
-    fn wal_frames(&self) -> i64 {
-        self.wal_frames.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn set_wal_frames(&self, n: i64) {
-        self.wal_frames
-            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
