@@ -8,6 +8,8 @@
 # request) as the baseline, side by side.
 #
 # Usage: bench/api-load.sh [duration_s=20] [connections=16] [threads=2]
+#   OVEN_BIN=path: load that binary instead of building this checkout (to compare two builds
+#   side by side on the same machine state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-20}"
@@ -17,8 +19,12 @@ THREADS="${3:-2}"
 if ! command -v wrk >/dev/null; then
   (apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null
 fi
-cargo build --release -p oven --bin oven >&2
-BIN="${CARGO_TARGET_DIR:-target}/release/oven"
+if [ -n "${OVEN_BIN:-}" ]; then
+  BIN=$OVEN_BIN
+else
+  cargo build --release -p oven --bin oven >&2
+  BIN="${CARGO_TARGET_DIR:-target}/release/oven"
+fi
 
 TMP="$(mktemp -d)"
 PIDS=()
@@ -67,7 +73,7 @@ run() { # run <label> <url> [lua]
   printf '%-44s %10s req/s   p50 %-9s p99 %-9s %s\n' "$label" "$rps" "$p50" "$p99" "$errs"
 }
 
-echo "oven API load: wrk -t$THREADS -c$CONNS -d${DURATION}s, $(nproc) cores"
+echo "oven API load: wrk -t$THREADS -c$CONNS -d${DURATION}s, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $BIN"
 start oven
 ID="$(curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$TMP/body.json" "$URL/v1/compile" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')"
 run "POST /v1/compile (one write per submit)" "$URL/v1/compile" "$TMP/post.lua"

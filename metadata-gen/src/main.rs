@@ -3,7 +3,6 @@
 
 mod build;
 mod c_led;
-use oven::hjson;
 mod info;
 mod json;
 mod keycodes;

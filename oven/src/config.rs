@@ -68,6 +68,12 @@ pub const COMPILE_ENV: &[&str] = &[
 /// Writable scratch directory of the compile worker (job directories, build state, ccache);
 /// default `<temp dir>/oven`. On Lambda only /tmp is writable.
 pub const WORK_DIR: &str = "OVEN_WORK_DIR";
+/// A read-only ccache directory seeded ahead of time (`scripts/seed-ccache.sh`), which builds use
+/// as ccache's second level when it exists; unset: no seed.
+pub const CCACHE_SEED: &str = "OVEN_CCACHE_SEED";
+/// `1`: builds also write to the [`CCACHE_SEED`] directory (what `scripts/seed-ccache.sh` sets
+/// while it makes one); otherwise they only read it.
+pub const CCACHE_SEED_WRITE: &str = "OVEN_CCACHE_SEED_WRITE";
 /// The build command the worker runs (default `qmk`, found on PATH).
 pub const QMK_BIN: &str = "OVEN_QMK_BIN";
 /// Tests only: a real qmk_firmware tree for the opt-in real-compile tests and bench/compile.sh.

@@ -359,6 +359,9 @@ pub struct JobResult {
     /// True when this result was served from an identical earlier request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached: Option<bool>,
+    /// Where this job's time went, phase by phase (see [`Phases`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
 
     // Reproducibility: what a user needs to check the firmware against its source
     // (`oven verify`). Hashes are lower-case hex SHA-256 of the bytes the downloads serve.
@@ -418,6 +421,60 @@ pub struct KeymapError {
     pub keycode: String,
     /// The compiler's message (`'LM_VALD' undeclared here (not in a function)`).
     pub message: String,
+}
+
+/// Where a job's time went, in seconds, phase by phase; a phase the job did not go through is
+/// absent. The build's own phases are read from when QMK's status lines appear in its output
+/// (`Compiling keymap with`, then one `Compiling:` line per unit as it is done, `Linking:`;
+/// `oven::worker::build::build_phases`), so they add up to `compile_seconds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Phases {
+    /// Submission to the start of the job (queue wait; includes a worker's one-off preparation
+    /// of the base source archive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<f64>,
+    /// Preparing the build directory: the job directory, the tree overlay, the keymap file, the
+    /// warm-build preparation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<f64>,
+    /// The qmk CLI until it starts make (its start-up, reading the keymap and the keyboard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup: Option<f64>,
+    /// make's parse and QMK's generation step, until the first unit is compiled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generate: Option<f64>,
+    /// Compiling, until the last unit is done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compile: Option<f64>,
+    /// Linking and the firmware file (hex/bin, size check, copy), until the build exits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<f64>,
+    /// Storing the firmware, the keymap and the log (or copying them, for a cached result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<f64>,
+    /// Composing and storing the job's source archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_archive: Option<f64>,
+}
+
+impl Phases {
+    /// `(name, seconds)` of every phase present, in the order a job goes through them; the
+    /// names are the JSON field names.
+    pub fn present(&self) -> Vec<(&'static str, f64)> {
+        [
+            ("queue", self.queue),
+            ("prepare", self.prepare),
+            ("startup", self.startup),
+            ("generate", self.generate),
+            ("compile", self.compile),
+            ("link", self.link),
+            ("store", self.store),
+            ("source_archive", self.source_archive),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| Some((n, v?)))
+        .collect()
+    }
 }
 
 impl JobResult {

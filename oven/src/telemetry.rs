@@ -95,6 +95,10 @@ pub enum Metric {
     JobDeadLettered,
     /// A worker stopped a build because its lease was taken over or ran out.
     LeaseLost,
+    /// Wall time of one phase of a finished job (`queue`, `prepare`, `startup`, `generate`,
+    /// `compile`, `link`, `store`, `source_archive`: the fields of [`crate::job::Phases`]), with
+    /// the phase as the `Phase` dimension.
+    PhaseDuration(&'static str, Duration),
     /// A job ended `failed`; the class is the result's `failure` (`compile_error`, `timeout`,
     /// `dead_letter`, ...), a dimension of the metric.
     Failure(FailureClass),
@@ -129,6 +133,7 @@ impl Metric {
             Metric::JobFinished => "JobsFinished",
             Metric::QueueWait(_) => "QueueWait",
             Metric::CompileDuration(_) => "CompileDuration",
+            Metric::PhaseDuration(..) => "PhaseDuration",
             Metric::Failure(_) => "Failures",
             Metric::JobRequeued => "JobsRequeued",
             Metric::JobDeadLettered => "JobsDeadLettered",
@@ -139,14 +144,18 @@ impl Metric {
     /// The CloudWatch unit (one of the names EMF accepts).
     pub fn unit(&self) -> &'static str {
         match self {
-            Metric::QueueWait(_) | Metric::CompileDuration(_) => "Milliseconds",
+            Metric::QueueWait(_) | Metric::CompileDuration(_) | Metric::PhaseDuration(..) => {
+                "Milliseconds"
+            }
             _ => "Count",
         }
     }
 
     fn value(&self) -> Value {
         match self {
-            Metric::QueueWait(d) | Metric::CompileDuration(d) => json!(d.as_secs_f64() * 1000.0),
+            Metric::QueueWait(d) | Metric::CompileDuration(d) | Metric::PhaseDuration(_, d) => {
+                json!(d.as_secs_f64() * 1000.0)
+            }
             _ => json!(1),
         }
     }
@@ -154,6 +163,7 @@ impl Metric {
     fn dimensions(&self) -> Vec<(&'static str, &str)> {
         match self {
             Metric::Failure(class) => vec![("Class", class.as_str())],
+            Metric::PhaseDuration(phase, _) => vec![("Phase", phase)],
             _ => Vec::new(),
         }
     }
@@ -303,6 +313,18 @@ mod tests {
     }
 
     #[test]
+    fn phases_are_one_metric_with_the_phase_as_a_dimension() {
+        let doc = emf_line(&Metric::PhaseDuration("link", Duration::from_millis(1_250)));
+        assert_valid_emf(&doc);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Phase"]])
+        );
+        assert_eq!(doc["Phase"], "link");
+        assert_eq!(doc["PhaseDuration"].as_f64(), Some(1_250.0));
+    }
+
+    #[test]
     fn odd_failure_classes_collapse_to_other() {
         for bad in [
             "",
@@ -324,6 +346,7 @@ mod tests {
             Metric::JobFinished,
             Metric::QueueWait(Duration::ZERO),
             Metric::CompileDuration(Duration::from_secs(600)),
+            Metric::PhaseDuration("generate", Duration::from_millis(2_500)),
             Metric::Failure(FailureClass::new("dead_letter")),
             Metric::JobRequeued,
             Metric::JobDeadLettered,

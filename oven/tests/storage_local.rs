@@ -332,3 +332,35 @@ async fn large_compose_links_its_sources() {
         Download::File { len: 5, .. }
     ));
 }
+
+/// Commits are copied into the database file (checkpointed, which is when they become safe
+/// from a power cut under `synchronous = NORMAL`) within a few `CHECKPOINT_EVERY` of a burst of
+/// submits: the main database file alone (a copy of it without its WAL) then holds every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_reach_the_database_file_soon_after_a_burst() {
+    let (dir, s) = open();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let db = s.db.clone();
+        tasks.push(tokio::spawn(async move { db.submit(&c::new_job()).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let path = dir.path().join(oven::adapters::local::DB_FILE);
+    let copy = tempfile::tempdir().unwrap();
+    let mut in_file = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(oven::adapters::local::CHECKPOINT_EVERY).await;
+        let main_only = copy.path().join(format!("main-{in_file}.sqlite3"));
+        std::fs::copy(&path, &main_only).unwrap();
+        in_file = rusqlite::Connection::open(&main_only)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0);
+        if in_file == 200 {
+            break;
+        }
+    }
+    assert_eq!(in_file, 200, "jobs in the database file without its WAL");
+    assert_eq!(s.db.waiting().await.unwrap(), 200);
+}

@@ -232,6 +232,7 @@ impl Serialize for ResultView<'_> {
             source_archive_sha256,
             flash,
             keymap_errors,
+            phases,
         } = self.r;
         let url = |kind: ArtifactKind| {
             [format!(
@@ -294,6 +295,9 @@ impl Serialize for ResultView<'_> {
         }
         m.serialize_entry("layout", layout)?;
         m.serialize_entry("output", output)?;
+        if let Some(v) = phases {
+            m.serialize_entry("phases", v)?;
+        }
         m.serialize_entry("public_firmware", public_firmware)?;
         if let Some(v) = queue_seconds {
             m.serialize_entry("queue_seconds", v)?;

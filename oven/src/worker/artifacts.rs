@@ -22,6 +22,8 @@ impl Worker {
         payload: Bytes,
         firmware: Option<&Bytes>,
     ) -> Result<Stored, WorkerError> {
+        let started = std::time::Instant::now();
+        let mut source_seconds = None;
         let mut stored = Vec::new();
         let firmware_display = result.download_name(&result.firmware_filename);
         let keymap_display = result.download_name(&result.keymap_archive);
@@ -91,14 +93,17 @@ impl Worker {
                     &result.download_name(&result.source_archive),
                 )
                 .await?;
-                tracing::info!(
-                    job = %job.id,
-                    seconds = t.elapsed().as_secs_f64(),
-                    "source archive composed"
-                );
+                let seconds = t.elapsed().as_secs_f64();
+                source_seconds = Some(seconds);
+                tracing::info!(job = %job.id, seconds, "source archive composed");
                 stored.push((result.source_archive.clone(), "application/zip".into()));
                 result.firmware_source_url = self.url(job.id, "source");
             }
+        }
+        if let Some(p) = &mut result.phases {
+            let total = started.elapsed().as_secs_f64();
+            p.store = Some((total - source_seconds.unwrap_or(0.0)).max(0.0));
+            p.source_archive = source_seconds;
         }
         Ok(stored)
     }
@@ -113,6 +118,7 @@ impl Worker {
         let Some(entry) = cache::lookup(&*self.artifacts, key).await? else {
             return Ok(None);
         };
+        let started = std::time::Instant::now();
         let mut copies = Vec::new();
         for (name, ct) in &entry.artifacts {
             let from = ArtifactKey::for_job(entry.job_id, name)?;
@@ -146,6 +152,12 @@ impl Worker {
         r.id = fresh.id.clone();
         r.queue_seconds = fresh.queue_seconds;
         r.cached = Some(true);
+        // This job's own phases: its wait, and copying the first job's artifacts.
+        r.phases = Some(crate::job::Phases {
+            queue: fresh.queue_seconds,
+            store: Some(started.elapsed().as_secs_f64()),
+            ..Default::default()
+        });
         if r.firmware_binary_url.is_some() {
             r.firmware_binary_url = self.url(job.id, "download");
         }

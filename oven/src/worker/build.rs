@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::builddate::BuildDate;
 use super::{builddate, runner, tree, WorkerConfig};
+use crate::job::Phases;
 
 /// The name every job is built under, so a keyboard's object files and ccache entries are
 /// reused from one job to the next; the firmware is renamed to the user's keymap name after.
@@ -76,6 +77,59 @@ pub struct BuildOutcome {
     pub firmware: Option<Firmware>,
     /// The keymap.c the build generated (to trace compiler errors back to the request).
     pub keymap_c: Option<String>,
+    /// `prepare` and the build's own phases (`startup`, `generate`, `compile`, `link`).
+    pub phases: Phases,
+}
+
+/// QMK's status lines that mark the phases of a build: the CLI's `Ψ Compiling keymap with
+/// gmake ...` (lib/python/qmk/build_targets.py) when make starts, then make's `MSG_COMPILING`,
+/// `MSG_ASSEMBLING`, the archiver's line and `MSG_LINKING` (builddefs/message.mk, printed by
+/// builddefs/common_rules.mk). QMK runs make with `--output-sync=target`, so a unit's line
+/// appears when that unit is *done*: the first unit's line ends generation (and its own
+/// compile), the last unit's line is when linking can start.
+const PHASE_MARKERS: [&str; 5] = [
+    "Compiling keymap with",
+    "Compiling:",
+    "Assembling:",
+    "Archiving:",
+    "Linking:",
+];
+
+/// The build's phases from when its [`PHASE_MARKERS`] lines were read (`marks`, in that order)
+/// and its whole duration: `startup` until make starts, `generate` until the first unit is
+/// done, `compile` until the last one is, `link` (linking, the firmware file, its size check
+/// and copy) to the end. A phase whose marker never came (a failed build, one that compiled
+/// nothing) is absent and its time counts in the phase before, so the phases present always
+/// add up to `elapsed`.
+pub fn build_phases(marks: &[Option<runner::Mark>], elapsed: Duration) -> Phases {
+    let get = |i: usize| marks.get(i).copied().flatten();
+    let units = (1..=3).filter_map(get);
+    let first_unit = units.clone().map(|m| m.first).min();
+    let last_unit = units.map(|m| m.last).max();
+    // Link starts with the last unit done; without any unit, when the link line came.
+    let link = last_unit.or(get(4).map(|m| m.first));
+    let make = get(0).map(|m| m.first);
+    // Phase starts in order; a start earlier than the previous one is out of order, so dropped.
+    let mut starts: Vec<(usize, Duration)> = vec![(0, Duration::ZERO)];
+    for (i, t) in [(1, make), (2, first_unit), (3, link)] {
+        if let Some(t) = t.filter(|t| *t <= elapsed) {
+            if t >= starts.last().map_or(Duration::ZERO, |s| s.1) {
+                starts.push((i, t));
+            }
+        }
+    }
+    let mut out = [None; 4];
+    for (k, (i, t)) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(elapsed, |s| s.1);
+        out[*i] = Some((end - *t).as_secs_f64());
+    }
+    Phases {
+        startup: out[0],
+        generate: out[1],
+        compile: out[2],
+        link: out[3],
+        ..Default::default()
+    }
 }
 
 /// Builds `request` (a validated, normalised keymap.json) in `job_dir`, under [`BUILD_KEYMAP`];
@@ -92,6 +146,7 @@ pub async fn build(
     keyboard_folder: &str,
     user_keymap: &str,
 ) -> Result<BuildOutcome, runner::RunError> {
+    let prepare = std::time::Instant::now();
     let mut build_req = request.clone();
     if let Some(obj) = build_req.as_object_mut() {
         obj.insert("keymap".into(), Value::String(BUILD_KEYMAP.into()));
@@ -138,14 +193,11 @@ pub async fn build(
     ];
     if tree.ccache {
         args.extend(["-e".into(), "USE_CCACHE=yes".into()]);
-        env.push((
-            "CCACHE_DIR".into(),
-            cfg.work_root.join("ccache").display().to_string(),
+        let seed = ccache_seed();
+        env.extend(ccache_env(
+            &cfg.work_root,
+            seed.as_ref().map(|(p, w)| (p.as_path(), *w)),
         ));
-        // Jobs differ in paths only through the per-job directory; hash contents, not paths.
-        env.push(("CCACHE_NOHASHDIR".into(), "1".into()));
-        // __DATE__ and __TIME__ are pinned below: they need not defeat the cache.
-        env.push(("CCACHE_SLOPPINESS".into(), "time_macros".into()));
     }
     // The firmware commit's date instead of 1970 or the clock (see `builddate`).
     let pin = builddate::prepare(cfg, &tree.commit, tree.build_date(), &qmk_home, &env).await?;
@@ -155,6 +207,7 @@ pub async fn build(
     if prime_warm_keymap(cfg, &qmk_home, &build_dir, &target, &build_req, &env).await {
         tracing::info!("warm build: only the keymap is recompiled");
     }
+    let prepare = prepare.elapsed();
     let spec = runner::BuildSpec {
         program: cfg.qmk.clone(),
         args,
@@ -163,7 +216,11 @@ pub async fn build(
         timeout: cfg.compile_timeout,
         log_cap: cfg.log_cap,
     };
-    let out = runner::run(&spec).await?;
+    let out = runner::run_marked(&spec, &PHASE_MARKERS).await?;
+    let phases = Phases {
+        prepare: Some(prepare.as_secs_f64()),
+        ..build_phases(&out.marks, out.elapsed)
+    };
     let firmware = match out.status {
         runner::BuildStatus::Exited(0) => {
             match tree::find_firmware(&[&qmk_home, &build_dir, job_dir], &target) {
@@ -189,7 +246,65 @@ pub async fn build(
         log: out.log.replace(BUILD_KEYMAP, user_keymap),
         elapsed: out.elapsed,
         firmware,
+        phases,
     })
+}
+
+/// The directory of the compiler cache seeded ahead of time (the compile image's, made by
+/// `scripts/seed-ccache.sh`), from [`crate::config::CCACHE_SEED`], and whether builds write to
+/// it ([`crate::config::CCACHE_SEED_WRITE`] = `1`, what the seeding does); `None` when unset
+/// or not a directory.
+fn ccache_seed() -> Option<(PathBuf, bool)> {
+    let dir = std::env::var_os(crate::config::CCACHE_SEED)
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())?;
+    let write = std::env::var(crate::config::CCACHE_SEED_WRITE).is_ok_and(|v| v == "1");
+    Some((dir, write))
+}
+
+/// ccache's settings for a build under `work_root`: its own writable cache in
+/// `work_root/ccache`, and `seed` (if any: its directory, and whether to write to it) as
+/// ccache's second level ("secondary"/"remote" file storage, whose layout differs from a
+/// cache directory's: a seed is made by builds writing to it as such), looked up on a miss.
+///
+/// Hits must survive the per-job directory and a different work root (the seed was made
+/// elsewhere): every unit is compiled from the overlay's root with relative paths, the
+/// `CCACHE_BASEDIR` rewrites whatever absolute path under the work root a command still holds,
+/// and `CCACHE_NOHASHDIR` keeps the working directory out of the hash (it only matters for
+/// debug information, which QMK does not build).
+///
+/// Depend mode (`CCACHE_DEPEND`): a miss runs the compiler once and takes the include files
+/// from its `-MMD` output (QMK always passes it), where the default runs the preprocessor a
+/// second time to hash its output. Measured on a first build of plx (bench/first-build.md):
+/// +5 % CPU over no ccache instead of +14 %. What it gives up, hits between *different*
+/// command lines with the same preprocessed text, never happens here: every unit of a QMK
+/// build is compiled with its keyboard's `-D`/`-include` flags (0 of 61 units of
+/// buildakb/mw60 hit a cache filled by dz60, the same MCU, in preprocessor mode).
+pub fn ccache_env(work_root: &Path, seed: Option<(&Path, bool)>) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "CCACHE_DIR".to_string(),
+            work_root.join("ccache").display().to_string(),
+        ),
+        ("CCACHE_NOHASHDIR".into(), "1".into()),
+        ("CCACHE_BASEDIR".into(), work_root.display().to_string()),
+        ("CCACHE_DEPEND".into(), "1".into()),
+        // `__DATE__`/`__TIME__` come from the force-included date header (`builddate`), whose
+        // contents are hashed: the clock need not defeat the cache.
+        ("CCACHE_SLOPPINESS".into(), "time_macros".into()),
+    ];
+    if let Some((seed, writable)) = seed {
+        // `secondary_storage` up to ccache 4.7, `remote_storage` from 4.8 on; each ignores the
+        // other's name.
+        let url = format!(
+            "file:{}{}",
+            seed.display(),
+            if writable { "" } else { "|read-only" }
+        );
+        env.push(("CCACHE_SECONDARY_STORAGE".into(), url.clone()));
+        env.push(("CCACHE_REMOTE_STORAGE".into(), url));
+    }
+    env
 }
 
 /// QMK's JSON path regenerates config.h and keymap.h whenever keymap.json is newer than
@@ -228,24 +343,20 @@ async fn prime_warm_keymap(
         log_cap: 64 * 1024,
     };
     let Ok(prev) = std::fs::read(&prev_json) else {
-        // First build of this keyboard: QMK's flags depend on whether the generated
-        // config.h exists when make starts (`-include .../src/config.h`), so without it now
-        // the *next* build would see new flags and recompile everything. Generating the
-        // files up front keeps the flags stable from the first build on.
-        let staged = src.join("first.json.oven");
-        if std::fs::create_dir_all(&src).is_ok()
-            && serde_json::to_vec(build_req)
-                .ok()
-                .is_some_and(|j| std::fs::write(&staged, j).is_ok())
-        {
-            for (command, output) in [
-                ("generate-config-h", "config.h"),
-                ("generate-keymap-h", "keymap.h"),
-                ("json2c", "keymap.c"),
-            ] {
-                let _ = runner::run(&generate(command, output, &staged)).await;
+        // First build of this keyboard: QMK's flags depend on whether the generated config.h
+        // exists when make parses (`-include .../src/config.h`, build_keyboard.mk), so without
+        // one now the *next* build would see new flags and recompile everything. An empty one,
+        // older than any keymap.json, is enough: the CLI writes keymap.json after this, so make
+        // regenerates config.h (and keymap.c, keymap.h) from it before compiling anything, as
+        // every object depends on `generated-files`. (Generating the three files here instead
+        // cost three extra qmk processes, about a second each.)
+        let config_h = src.join("config.h");
+        if !config_h.exists() && std::fs::create_dir_all(&src).is_ok() {
+            let placed = std::fs::File::create(&config_h)
+                .and_then(|f| f.set_modified(std::time::SystemTime::UNIX_EPOCH));
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&config_h);
             }
-            let _ = std::fs::remove_file(&staged);
         }
         return false;
     };
@@ -346,5 +457,92 @@ pub fn classify_failure(log: &str, layout: &str) -> &'static str {
         "unknown_layout"
     } else {
         "compile_error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(first: f64, last: f64) -> Option<runner::Mark> {
+        Some(runner::Mark {
+            first: Duration::from_secs_f64(first),
+            last: Duration::from_secs_f64(last),
+        })
+    }
+
+    #[test]
+    fn phases_split_the_build_at_its_markers_and_add_up() {
+        // make starts at 1 s; units done from 3 s (an assembler one) to 8 s, an archive at
+        // 8.5 s; linked at 9.5 s; end 10 s.
+        let p = build_phases(
+            &[
+                m(1.0, 1.0),
+                m(3.5, 7.0),
+                m(3.0, 3.0),
+                m(8.5, 8.5),
+                m(9.5, 9.5),
+            ],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            (p.startup, p.generate, p.compile, p.link),
+            (Some(1.0), Some(2.0), Some(5.5), Some(1.5))
+        );
+        // A build that failed while compiling: no link line, but the last unit still ends
+        // the compile phase.
+        let p = build_phases(
+            &[m(1.0, 1.0), m(3.0, 4.0), None, None, None],
+            Duration::from_secs(5),
+        );
+        assert_eq!((p.compile, p.link), (Some(1.0), Some(1.0)));
+        // Nothing recompiled (all objects current): make's work counts as generation.
+        let p = build_phases(
+            &[m(1.0, 1.0), None, None, None, m(2.5, 2.5)],
+            Duration::from_secs(3),
+        );
+        assert_eq!(
+            (p.generate, p.compile, p.link),
+            (Some(1.5), None, Some(0.5))
+        );
+        // The CLI refused the keymap before make: all start-up.
+        let p = build_phases(&[None; 5], Duration::from_secs(1));
+        assert_eq!((p.startup, p.generate), (Some(1.0), None));
+        let total: f64 = build_phases(
+            &[m(0.7, 0.7), m(2.1, 6.0), None, None, m(8.3, 8.3)],
+            Duration::from_secs(9),
+        )
+        .present()
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+        assert!((total - 9.0).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn ccache_keeps_paths_out_of_the_hash_and_reads_a_seed() {
+        let env = ccache_env(Path::new("/w"), None);
+        let get = |env: &[(String, String)], k: &str| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(&env, "CCACHE_DIR").as_deref(), Some("/w/ccache"));
+        assert_eq!(get(&env, "CCACHE_BASEDIR").as_deref(), Some("/w"));
+        assert_eq!(get(&env, "CCACHE_NOHASHDIR").as_deref(), Some("1"));
+        assert_eq!(get(&env, "CCACHE_DEPEND").as_deref(), Some("1"));
+        assert_eq!(
+            get(&env, "CCACHE_SLOPPINESS").as_deref(),
+            Some("time_macros")
+        );
+        assert_eq!(get(&env, "CCACHE_SECONDARY_STORAGE"), None);
+        let env = ccache_env(Path::new("/w"), Some((Path::new("/opt/seed"), false)));
+        assert_eq!(
+            get(&env, "CCACHE_REMOTE_STORAGE").as_deref(),
+            Some("file:/opt/seed|read-only")
+        );
+        let env = ccache_env(Path::new("/w"), Some((Path::new("/opt/seed"), true)));
+        assert_eq!(
+            get(&env, "CCACHE_SECONDARY_STORAGE").as_deref(),
+            Some("file:/opt/seed")
+        );
     }
 }

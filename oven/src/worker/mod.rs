@@ -242,6 +242,11 @@ fn finish_metrics(job: &Job, result: &JobResult) -> Vec<Metric> {
             secs.max(0.0),
         )));
     }
+    if let Some(phases) = &result.phases {
+        out.extend(phases.present().into_iter().map(|(phase, secs)| {
+            Metric::PhaseDuration(phase, Duration::from_secs_f64(secs.max(0.0)))
+        }));
+    }
     if result.returncode == 0 {
         out.push(Metric::JobFinished);
     } else {
@@ -679,6 +684,10 @@ impl Worker {
         result.compile_seconds = Some(out.elapsed.as_secs_f64());
         result.keymap_sha256 = Some(source::sha256_hex(&payload));
         result.flash = diagnostics::flash_budget(&out.log);
+        result.phases = Some(crate::job::Phases {
+            queue: result.queue_seconds,
+            ..out.phases
+        });
         result.output = out.log;
         let mut firmware = None;
         match (out.status, out.firmware) {

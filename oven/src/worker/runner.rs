@@ -1,7 +1,9 @@
 //! Runs one build command the way hostile input must be run: a cleared environment (no cloud
 //! credentials reach the compiler), no capabilities and no way to read the worker's own
 //! environment ([`protect_worker_secrets`]), its own process group (a timeout kills every child, not just
-//! the CLI), a wall-clock limit, and a cap on the captured log (head and tail are kept).
+//! the CLI), a wall-clock limit, and a cap on the captured log (head and tail are kept). It also
+//! notes when given marker lines first appear in the output ([`run_marked`]), which is how a build's
+//! phases are timed without touching the build itself.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -38,6 +40,84 @@ pub struct BuildOutput {
     /// Bytes the build wrote in all (more than `log.len()` when capped).
     pub log_bytes: u64,
     pub elapsed: Duration,
+    /// For each marker given to [`run_marked`], in order: the time from the start of the child
+    /// until the first line holding it within its first [`MARK_WINDOW`] bytes was read, and
+    /// until the last such line was; `None` if no line did.
+    pub marks: Vec<Option<Mark>>,
+}
+
+/// When a marker's lines were read, since the start of the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub first: Duration,
+    pub last: Duration,
+}
+
+/// How many bytes at the start of each output line are searched for markers: QMK's own status
+/// lines start with them (`Compiling: `, `Linking: `), a compiler's message about a file named
+/// like one does not.
+pub const MARK_WINDOW: usize = 48;
+
+/// Finds the first line holding each marker, across reads that split lines anywhere.
+struct Marker {
+    markers: Vec<&'static str>,
+    found: Vec<Option<Mark>>,
+    /// The start of the current line (up to [`MARK_WINDOW`] bytes).
+    line: Vec<u8>,
+    /// The current line was already checked (its window filled before its end).
+    checked: bool,
+    started: Instant,
+}
+
+impl Marker {
+    fn new(markers: &[&'static str], started: Instant) -> Self {
+        Marker {
+            markers: markers.to_vec(),
+            found: vec![None; markers.len()],
+            line: Vec::with_capacity(MARK_WINDOW),
+            checked: false,
+            started,
+        }
+    }
+
+    fn check_line(&mut self) {
+        if self.checked {
+            return;
+        }
+        self.checked = true;
+        let now = self.started.elapsed();
+        for (m, found) in self.markers.iter().zip(self.found.iter_mut()) {
+            if self.line.windows(m.len()).any(|w| w == m.as_bytes()) {
+                let first = found.map_or(now, |f| f.first);
+                *found = Some(Mark { first, last: now });
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.markers.is_empty() {
+            return;
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                self.check_line();
+                self.line.clear();
+                self.checked = false;
+            } else if !self.checked {
+                self.line.push(b);
+                if self.line.len() >= MARK_WINDOW {
+                    self.check_line();
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Option<Mark>> {
+        if !self.line.is_empty() {
+            self.check_line();
+        }
+        self.found
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +247,15 @@ impl Drop for GroupGuard {
 
 /// Runs `spec` to completion, timeout or not. Errors are only failures to run it at all.
 pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
+    run_marked(spec, &[]).await
+}
+
+/// [`run`], noting when each of `markers` first appears in the output (see
+/// [`BuildOutput::marks`]).
+pub async fn run_marked(
+    spec: &BuildSpec,
+    markers: &[&'static str],
+) -> Result<BuildOutput, RunError> {
     let started = Instant::now();
     let (reader, writer) = std::io::pipe()?;
     let writer2 = writer.try_clone()?;
@@ -198,6 +287,7 @@ pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
     let mut guard = GroupGuard(pgid);
 
     let cap = spec.log_cap;
+    let mut marker = Marker::new(markers, started);
     let reading = tokio::task::spawn_blocking(move || {
         let mut log = CappedLog::new(cap);
         let mut reader = reader;
@@ -205,12 +295,16 @@ pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
         loop {
             match reader.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => log.push(&buf[..n]),
+                Ok(n) => {
+                    marker.push(&buf[..n]);
+                    log.push(&buf[..n]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
-        log.finish()
+        let (log, bytes) = log.finish();
+        (log, bytes, marker.finish())
     });
 
     let status = match tokio::time::timeout(spec.timeout, child.wait()).await {
@@ -238,14 +332,17 @@ pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
     };
     // Whatever the build left running in the background goes too (it would hold the log pipe).
     drop(std::mem::replace(&mut guard, GroupGuard(None)));
-    let (mut log, log_bytes) = match tokio::time::timeout(Duration::from_secs(10), reading).await {
-        Ok(Ok(done)) => done,
-        // A process that left our group still holds the pipe: give up on the rest of the log.
-        _ => (
-            "[build output unavailable: a build process outlived the build]\n".to_string(),
-            0,
-        ),
-    };
+    let elapsed = started.elapsed();
+    let (mut log, log_bytes, marks) =
+        match tokio::time::timeout(Duration::from_secs(10), reading).await {
+            Ok(Ok(done)) => done,
+            // A process that left our group still holds the pipe: give up on the rest of the log.
+            _ => (
+                "[build output unavailable: a build process outlived the build]\n".to_string(),
+                0,
+                vec![None; markers.len()],
+            ),
+        };
     if status == BuildStatus::TimedOut {
         log.push_str(&format!(
             "\n[Oven: the build was stopped after {} s]\n",
@@ -256,7 +353,8 @@ pub async fn run(spec: &BuildSpec) -> Result<BuildOutput, RunError> {
         status,
         log,
         log_bytes,
-        elapsed: started.elapsed(),
+        elapsed,
+        marks,
     })
 }
 
@@ -321,6 +419,45 @@ mod tests {
             !marker.exists(),
             "a build process outlived its abandoned build"
         );
+    }
+
+    #[tokio::test]
+    async fn markers_are_timed_at_the_first_and_last_lines_holding_them() {
+        // "Compiling:" twice, 0.3 s apart; "Linking:" in two writes (split mid-marker) after a
+        // pause; "Absent" never; "Late:" only past the line's search window; "Tail:" on a last
+        // line without a newline.
+        let pad = "x".repeat(MARK_WINDOW);
+        let script = format!(
+            "echo 'Compiling: a.c'; sleep 0.3; echo 'Compiling: b.c'; sleep 0.3; printf 'Lin'; \
+             sleep 0.1; echo 'king: kb.elf'; echo '{pad}Late: no'; printf 'Tail: no newline'"
+        );
+        let out = run_marked(
+            &sh(&script, Duration::from_secs(20), 1 << 20),
+            &["Compiling:", "Linking:", "Absent", "Late:", "Tail:"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.status, BuildStatus::Exited(0));
+        let [compiling, linking, absent, late, tail] = out.marks[..] else {
+            panic!("{:?}", out.marks)
+        };
+        let (compiling, linking) = (compiling.unwrap(), linking.unwrap());
+        assert!(
+            compiling.first < Duration::from_millis(300),
+            "{compiling:?}"
+        );
+        assert!(compiling.last >= compiling.first + Duration::from_millis(300));
+        assert_eq!(linking.first, linking.last);
+        assert!(linking.first >= compiling.last + Duration::from_millis(300));
+        assert!(linking.last <= out.elapsed);
+        assert_eq!((absent, late), (None, None));
+        assert!(tail.is_some());
+        // Without markers nothing is searched, and the log is the same.
+        let plain = run(&sh(&script, Duration::from_secs(20), 1 << 20))
+            .await
+            .unwrap();
+        assert!(plain.marks.is_empty());
+        assert_eq!(plain.log, out.log);
     }
 
     #[tokio::test]

@@ -928,3 +928,190 @@ print(json.dumps(out))
     assert!(differ.is_empty(), "{} differ: {:?}", differ.len(), differ);
     eprintln!("{} aliases resolve as QMK resolves them", qmk_says.len());
 }
+
+/// Builds `requests` one after the other on `worker`; the firmware and result of each.
+async fn build_each(env: &Env, worker: &Worker, requests: &[Value]) -> Vec<(Vec<u8>, JobResult)> {
+    let mut out = Vec::new();
+    for req in requests {
+        let id = env.submit(req.clone()).await;
+        worker.process(&QueueMessage { job_id: id }).await.unwrap();
+        let r = env.result(id).await;
+        assert_eq!(r.returncode, 0, "{}", r.output);
+        assert_ne!(r.cached, Some(true));
+        out.push((env.artifact(id, &r.firmware_filename), r));
+    }
+    out
+}
+
+/// Each request built alone by a new worker on a new work directory: the clean build.
+async fn build_each_clean(cfg: impl Fn(&Env) -> WorkerConfig, requests: &[Value]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for req in requests {
+        let env = Env::new();
+        let worker = env.worker(cfg(&env));
+        out.push(
+            build_each(&env, &worker, std::slice::from_ref(req))
+                .await
+                .remove(0)
+                .0,
+        );
+    }
+    out
+}
+
+/// The warm path (one worker, one build directory: a new keymap of a keyboard built before
+/// recompiles only what includes keymap.c) gives byte for byte the firmware a clean build of
+/// the same keymap gives, for keymaps that differ in their layers only (primed), in their
+/// layout (not primed: everything is regenerated) and back.
+#[tokio::test]
+async fn warm_path_builds_what_a_clean_build_builds() {
+    let layers =
+        |a: &str, b: &str| json!([["KC_A", a, "MO(1)", "KC_D"], ["KC_1", "KC_2", b, "KC_4"]]);
+    let requests = vec![
+        keymap("fakekb", "one", "LAYOUT_ortho_2x2", layers("KC_B", "KC_3")),
+        keymap("fakekb", "two", "LAYOUT_ortho_2x2", layers("KC_X", "KC_3")),
+        keymap(
+            "fakekb",
+            "three",
+            "LAYOUT_ortho_2x2",
+            layers("KC_X", "KC_Y"),
+        ),
+        keymap(
+            "fakekb",
+            "four",
+            "LAYOUT_all",
+            json!([["KC_A", "KC_B", "KC_C", "KC_D", "KC_E", "KC_F"]]),
+        ),
+        keymap("fakekb", "five", "LAYOUT_ortho_2x2", layers("KC_Q", "KC_3")),
+        keymap(
+            "fakekb",
+            "six",
+            "LAYOUT_ortho_2x2",
+            json!([["KC_A", "KC_B", "KC_C", "KC_D"]]),
+        ),
+    ];
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    let warm = build_each(&env, &worker, &requests).await;
+    let clean = build_each_clean(|e| e.cfg(), &requests).await;
+    for (i, ((fw, r), clean)) in warm.iter().zip(&clean).enumerate() {
+        assert_eq!(
+            fw, clean,
+            "keymap {i}: warm and clean firmware differ\n{}",
+            r.output
+        );
+        let units = r.output.matches("Compiling: ").count();
+        let primed = i > 0 && requests[i]["layout"] == requests[i - 1]["layout"];
+        // The warm path recompiles the unit including keymap.c alone; the others rebuild all.
+        assert_eq!(
+            units,
+            if primed { 1 } else { 2 },
+            "keymap {i}:\n{}",
+            r.output
+        );
+        assert!(!r.output.contains("Generating:") || !primed, "{}", r.output);
+    }
+    for i in 1..warm.len() {
+        assert_ne!(
+            warm[i].0,
+            warm[i - 1].0,
+            "keymaps {i} and {} built the same",
+            i - 1
+        );
+    }
+}
+
+/// Opt-in (`OVEN_QMK_HOME`, as `real_tree_compiles_avr_and_arm`): the same comparison on a
+/// real tree, three dz60 keymaps differing in their layers, then in their layout.
+#[tokio::test]
+async fn real_tree_warm_path_builds_what_a_clean_build_builds() {
+    let Some(home) = std::env::var_os(oven::config::TEST_QMK_HOME) else {
+        eprintln!("skipped: set OVEN_QMK_HOME to a qmk_firmware tree to compile real keyboards");
+        return;
+    };
+    let home = PathBuf::from(home);
+    let cfg = move |env: &Env| {
+        let mut cfg = env.cfg();
+        cfg.qmk_home = Some(home.clone());
+        cfg.qmk = "qmk".into();
+        cfg.compile_timeout = Duration::from_secs(900);
+        cfg.source_archives = false;
+        cfg
+    };
+    let row = |first: &str| {
+        let mut keys = vec!["KC_A"; 61];
+        keys[0] = first;
+        keys[59] = "MO(1)";
+        json!([keys, vec!["KC_TRNS"; 61]])
+    };
+    let mut hhkb = vec!["KC_B"; 60];
+    hhkb[0] = "KC_ESC";
+    let requests = vec![
+        keymap("dz60", "one", "LAYOUT_60_ansi", row("KC_ESC")),
+        keymap("dz60", "two", "LAYOUT_60_ansi", row("KC_GRV")),
+        keymap("dz60", "three", "LAYOUT_60_hhkb", json!([hhkb])),
+    ];
+    let env = Env::new();
+    let worker = env.worker(cfg(&env));
+    let warm = build_each(&env, &worker, &requests).await;
+    let clean = build_each_clean(cfg, &requests).await;
+    for (i, ((fw, r), clean)) in warm.iter().zip(&clean).enumerate() {
+        assert_eq!(
+            fw, clean,
+            "keymap {i}: warm and clean firmware differ\n{}",
+            r.output
+        );
+        eprintln!(
+            "keymap {i}: {} units compiled warm, {:.1} s",
+            r.output.matches("Compiling: ").count(),
+            r.compile_seconds.unwrap_or(0.0)
+        );
+    }
+    assert_ne!(warm[0].0, warm[1].0);
+}
+
+/// Every built job's result says where its time went: all phases present for a full build,
+/// the build's own four adding up to `compile_seconds`; a cached result has its own wait and
+/// copy only.
+#[tokio::test]
+async fn results_carry_their_phases() {
+    let env = Env::new();
+    let worker = env.worker(env.cfg());
+    let built = build_each(&env, &worker, &[good()]).await.remove(0).1;
+    let p = built.phases.clone().expect("phases");
+    let names: Vec<&str> = p.present().iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "queue",
+            "prepare",
+            "startup",
+            "generate",
+            "compile",
+            "link",
+            "store",
+            "source_archive"
+        ]
+    );
+    let build: f64 = [p.startup, p.generate, p.compile, p.link]
+        .iter()
+        .map(|v| v.unwrap())
+        .sum();
+    assert!(
+        (build - built.compile_seconds.unwrap()).abs() < 1e-6,
+        "{p:?}"
+    );
+    assert!(p.present().iter().all(|(_, v)| *v >= 0.0));
+    let id = env.submit(good()).await;
+    worker.process(&QueueMessage { job_id: id }).await.unwrap();
+    let hit = env.result(id).await;
+    assert_eq!(hit.cached, Some(true));
+    let names: Vec<&str> = hit
+        .phases
+        .unwrap()
+        .present()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(names, ["queue", "store"]);
+}
