@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import hashlib
 import urllib.error
 import urllib.request
 
@@ -74,10 +75,11 @@ def split_phases(marks, elapsed):
     return out
 
 
-def raw_build(qmk, home, path, jobs, env):
-    """Runs qmk compile, timing the first line holding each marker (within WINDOW bytes)."""
+def raw_build(qmk, home, path, jobs, env, pin):
+    """Runs qmk compile, timing the first line holding each marker (within WINDOW bytes);
+    `pin` are the build-date flags the worker gives (so the firmware bytes can be compared)."""
     t0 = time.monotonic()
-    p = subprocess.Popen([qmk, "compile", "-j", str(jobs), *FLAGS, path], cwd=home, env=env,
+    p = subprocess.Popen([qmk, "compile", "-j", str(jobs), *FLAGS, *pin, path], cwd=home, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marks = [None] * len(MARKERS)
     tail = []
@@ -90,7 +92,14 @@ def raw_build(qmk, home, path, jobs, env):
         tail = (tail + [line.decode(errors="replace")])[-20:]
     rc = p.wait()
     secs = time.monotonic() - t0
-    return {"secs": secs, "ok": rc == 0, "phases": split_phases(marks, secs), "why": "" if rc == 0 else "".join(tail)[-300:]}
+    doc = json.load(open(path))
+    stem = os.path.join(home, f"{doc['keyboard'].replace('/', '_')}_{doc['keymap']}")
+    fw = next((open(f"{stem}.{e}", "rb").read() for e in ("uf2", "hex", "bin") if rc == 0 and os.path.exists(f"{stem}.{e}")), None)
+    for e in ("uf2", "hex", "bin"):
+        if os.path.exists(f"{stem}.{e}"):
+            os.remove(f"{stem}.{e}")
+    return {"secs": secs, "ok": rc == 0, "phases": split_phases(marks, secs), "why": "" if rc == 0 else "".join(tail)[-300:],
+            "sha256": hashlib.sha256(fw).hexdigest() if fw else None}
 
 
 def oven_build(base, body):
@@ -108,6 +117,7 @@ def oven_build(base, body):
     res = doc.get("result") or {}
     return {"secs": secs, "ok": doc["status"] == "finished" and res.get("returncode") == 0,
             "phases": res.get("phases") or {}, "compile_seconds": res.get("compile_seconds"),
+            "sha256": res.get("firmware_sha256"),
             "why": "" if res.get("returncode") == 0 else (res.get("output") or doc.get("error") or "")[-300:]}
 
 
@@ -145,6 +155,8 @@ def start_oven(a, data):
     env = dict(os.environ, OVEN_LOG="warn")
     if a.ccache_seed:
         env["OVEN_CCACHE_SEED"] = os.path.abspath(a.ccache_seed)
+    if a.no_fork_server:
+        env["OVEN_QMK_FORK_SERVER"] = "0"
     log = open(os.path.join(data, "serve.log"), "w")
     p = subprocess.Popen([a.oven_bin, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
                           "--qmk-home", a.tree], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -172,6 +184,8 @@ def main():
     ap.add_argument("--qmk", default="qmk")
     ap.add_argument("--ccache-seed")
     ap.add_argument("--no-warm", action="store_true")
+    ap.add_argument("--no-fork-server", action="store_true",
+                    help="Oven runs the qmk CLI for each of make's qmk commands (A/B against the fork server)")
     ap.add_argument("--json")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -206,6 +220,13 @@ def main():
     try:
         w = oven_build(base, open(pool[warmup], "rb").read())
         print(f"warm-up {warmup}: {w['secs']:.2f} s ok={w['ok']} load {load():.2f}", flush=True)
+        # Raw builds get the worker's build-date pin (oven/src/worker/builddate.rs), so that
+        # the firmware bytes must be equal.
+        dates = glob.glob(os.path.join(data, "work", "builddate", "*-*"))
+        if len(dates) != 1:
+            sys.exit(f"expected one build-date directory, found {dates}")
+        pin = ["-e", f"EXTRAFLAGS=-I{dates[0]} -include {dates[0]}/oven_date.h -Wno-builtin-macro-redefined"]
+        env["SOURCE_DATE_EPOCH"] = dates[0].rsplit("-", 1)[1]
         for i, kb in enumerate(names):
             doc = json.load(open(pool[kb]))
             variants = [("cold", doc)] + ([] if a.no_warm else [("warm", one_key_changed(doc))])
@@ -219,15 +240,16 @@ def main():
                 got = {}
                 for side in order:
                     l0 = load()
-                    got[side] = oven_build(base, body) if side == "oven" else raw_build(a.qmk, a.raw_home, path, a.jobs, env)
+                    got[side] = oven_build(base, body) if side == "oven" else raw_build(a.qmk, a.raw_home, path, a.jobs, env, pin)
                     got[side]["load"] = l0
                 o, r = got["oven"], got["raw"]
-                row = {"keyboard": kb, "mcu": mcu_of(a.tree, kb), "kind": kind, "oven": o, "raw": r, "ratio": o["secs"] / r["secs"],
+                same = o["sha256"] is not None and o["sha256"] == r["sha256"]
+                row = {"same": same, "keyboard": kb, "mcu": mcu_of(a.tree, kb), "kind": kind, "oven": o, "raw": r, "ratio": o["secs"] / r["secs"],
                        "diff": o["secs"] - r["secs"], "first": order[0]}
                 rows.append(row)
                 print(f"{kb:40} {kind} oven {o['secs']:6.2f} s [{fmt_phases(o['phases'], PHASES)}]"
                       f"  raw {r['secs']:6.2f} s [{fmt_phases(r['phases'], PHASES)}]"
-                      f"  ratio {row['ratio']:.2f} load {o['load']:.1f}/{r['load']:.1f}"
+                      f"  ratio {row['ratio']:.2f} load {o['load']:.1f}/{r['load']:.1f} same bytes {same}"
                       + ("" if o["ok"] else f"\n   oven failed: {o['why'][-200:]!r}")
                       + ("" if r["ok"] else f"\n   raw failed: {r['why'][-200:]!r}"), flush=True)
     finally:
@@ -243,9 +265,10 @@ def main():
             shutil.rmtree(data, ignore_errors=True)
 
     seed = f", ccache seed {a.ccache_seed}" if a.ccache_seed else ", no ccache seed"
+    seed += ", no fork server" if a.no_fork_server else ""
     lines = [f"# First build vs raw `qmk compile -j {a.jobs}` ({len(names)} keyboards{seed})", "",
-             "| keyboard | MCU | build | Oven s | queue | prepare | startup | generate | compile | link | store | source | raw s | raw startup | raw generate | raw compile | raw link | Oven/raw | Oven-raw s | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| keyboard | MCU | build | Oven s | queue | prepare | startup | generate | compile | link | store | source | raw s | raw startup | raw generate | raw compile | raw link | Oven/raw | Oven-raw s | same bytes | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def c(ph, n):
         v = ph.get(n)
         return "-" if v is None else f"{v:.2f}"
@@ -253,7 +276,7 @@ def main():
         o, r = x["oven"], x["raw"]
         lines.append(f"| {x['keyboard']} | {x['mcu']} | {x['kind']} | {o['secs']:.2f} | " + " | ".join(c(o["phases"], n) for n in PHASES)
                      + f" | {r['secs']:.2f} | " + " | ".join(c(r["phases"], n) for n in ("startup", "generate", "compile", "link"))
-                     + f" | {x['ratio']:.2f} | {x['diff']:+.2f} | {o['load']:.1f}/{r['load']:.1f} |")
+                     + f" | {x['ratio']:.2f} | {x['diff']:+.2f} | {'yes' if x['same'] else 'NO'} | {o['load']:.1f}/{r['load']:.1f} |")
     lines.append("")
     for kind in ("cold", "warm"):
         both = [x for x in rows if x["kind"] == kind and x["oven"]["ok"] and x["raw"]["ok"]]
@@ -263,6 +286,8 @@ def main():
                          f"{statistics.median(x['diff'] for x in both):+.2f} s, median Oven "
                          f"{statistics.median(x['oven']['secs'] for x in both):.2f} s, raw "
                          f"{statistics.median(x['raw']['secs'] for x in both):.2f} s")
+    built = [x for x in rows if x["oven"]["ok"] and x["raw"]["ok"]]
+    lines.append(f"- firmware sha256 equal to raw's: {sum(x['same'] for x in built)}/{len(built)} builds")
     lines.append(f"- load average (1 min) over the run: {min(x['oven']['load'] for x in rows):.1f} to "
                  f"{max(x['oven']['load'] for x in rows):.1f}; {os.cpu_count()} cores")
     text = "\n".join(lines) + "\n"
@@ -271,7 +296,7 @@ def main():
         open(a.out, "w").write(text)
     if a.json:
         json.dump(rows, open(a.json, "w"), indent=1)
-    sys.exit(0 if all(x["oven"]["ok"] == x["raw"]["ok"] for x in rows) else 1)
+    sys.exit(0 if all(x["oven"]["ok"] == x["raw"]["ok"] and (x["same"] or not x["oven"]["ok"]) for x in rows) else 1)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ async fn main() {
         log_cap: 1 << 20,
         max_attempts: 3,
         source_archives: true,
+        qmk_client: None,
     };
     let worker = Worker::new(store.clone(), store.clone(), artifacts.clone(), cfg);
     let run = |req: Value| {

@@ -98,6 +98,7 @@ async fn setup(test: &str) -> Option<Env> {
         log_cap: 1 << 20,
         max_attempts: 3,
         source_archives: true,
+        qmk_client: None,
     };
     let storage = AwsStorage::new(&clients, &names);
     let worker = Worker::new(

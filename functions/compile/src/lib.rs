@@ -61,9 +61,13 @@ impl Handler {
     /// The worker on DynamoDB, SQS and S3, all named by the environment (`oven::config`).
     ///
     /// Errors: a required variable (`OVEN_JOB_TABLE`, `OVEN_QUEUE_URL`,
-    /// `OVEN_ARTIFACT_BUCKET`) is missing.
-    pub async fn from_env() -> Result<Handler, MissingVar> {
-        let cfg = WorkerConfig::from_env(None);
+    /// `OVEN_ARTIFACT_BUCKET`) is missing. `qmk_client`: see [`WorkerConfig::qmk_client`]
+    /// (the function's own binary).
+    pub async fn from_env(qmk_client: Option<std::path::PathBuf>) -> Result<Handler, MissingVar> {
+        let cfg = WorkerConfig {
+            qmk_client,
+            ..WorkerConfig::from_env(None)
+        };
         let storage = AwsStorage::from_env().await?;
         let worker = Arc::new(Worker::new(
             Arc::new(storage.jobs),

@@ -9,10 +9,20 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use oven_compile::{invocation, Handler, Invocation};
 use serde_json::Value;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // Started by make as `qmk` during a build: the fork server's client, nothing else.
+    if let Some(code) = oven::worker::qmkserver::run_if_client() {
+        std::process::exit(code);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<(), Error> {
     oven::telemetry::init();
-    let handler = Arc::new(Handler::from_env().await?);
+    let handler = Arc::new(Handler::from_env(std::env::current_exe().ok()).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let handler = handler.clone();
         async move {

@@ -135,8 +135,18 @@ struct ServeArgs {
     bench_no_fsync: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Started by make as `qmk` during a build: the fork server's client, nothing else.
+    if let Some(code) = oven::worker::qmkserver::run_if_client() {
+        std::process::exit(code);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => oven::telemetry::LogFormat::Text,
@@ -239,6 +249,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()?;
     let home = oven::worker::tree::find_qmk_home_in(explicit.as_deref(), setup_tree.as_deref());
     let mut worker = WorkerConfig::from_env(home.as_deref());
+    // This binary answers as `qmk` (see `main`).
+    worker.qmk_client = std::env::current_exe().ok();
     // The setup tree builds with the setup venv's qmk, unless OVEN_QMK_BIN names another.
     if worker.qmk_home.is_some() && worker.qmk_home == setup_tree {
         if std::env::var_os(oven::config::QMK_BIN).is_none() {

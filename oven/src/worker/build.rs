@@ -141,6 +141,7 @@ pub fn build_phases(marks: &[Option<runner::Mark>], elapsed: Duration) -> Phases
 pub async fn build(
     cfg: &WorkerConfig,
     tree: &TreeInfo,
+    qmk_server: &super::qmkserver::Slot,
     job_dir: &Path,
     request: &Value,
     keyboard_folder: &str,
@@ -198,6 +199,10 @@ pub async fn build(
             &cfg.work_root,
             seed.as_ref().map(|(p, w)| (p.as_path(), *w)),
         ));
+    }
+    if let Some((server_args, server_env)) = qmk_server.wiring(cfg, &qmk_home, &env).await {
+        args.extend(server_args);
+        env.extend(server_env);
     }
     // The firmware commit's date instead of 1970 or the clock (see `builddate`).
     let pin = builddate::prepare(cfg, &tree.commit, tree.build_date(), &qmk_home, &env).await?;

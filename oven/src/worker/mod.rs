@@ -24,6 +24,7 @@ pub mod cache;
 pub mod diagnostics;
 pub mod eta;
 pub mod precheck;
+pub mod qmkserver;
 pub mod runner;
 pub mod source;
 pub mod tree;
@@ -103,6 +104,10 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// Store a GPL source archive per job.
     pub source_archives: bool,
+    /// The binary that answers as `qmk` to serve make's qmk commands from a fork server
+    /// ([`qmkserver`]): the worker's own, whose `main` calls [`qmkserver::run_if_client`].
+    /// `None`: every command runs the qmk CLI.
+    pub qmk_client: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -132,6 +137,7 @@ impl WorkerConfig {
             log_cap: 1 << 20,
             max_attempts: 3,
             source_archives: true,
+            qmk_client: None,
         }
     }
 }
@@ -198,6 +204,8 @@ pub struct Worker {
     base: Mutex<Option<source::Base>>,
     /// One build at a time per worker: builds share the warm build directory.
     building: Mutex<()>,
+    /// Serves make's qmk commands (started on the first build).
+    qmk_server: qmkserver::Slot,
 }
 
 fn text_meta(ct: &str, name: &str) -> ArtifactMeta {
@@ -396,6 +404,7 @@ impl Worker {
             tree,
             base: Mutex::new(None),
             building: Mutex::new(()),
+            qmk_server: qmkserver::Slot::default(),
         }
     }
 
@@ -670,7 +679,17 @@ impl Worker {
         payload.push(b'\n');
         std::fs::write(job_dir.join(&result.keymap_archive), &payload)?;
         let folder = result.keyboard_folder.clone().unwrap_or_else(|| kb.clone());
-        let out = match build::build(&self.cfg, tree, job_dir, &job.request, &folder, &km).await {
+        let out = match build::build(
+            &self.cfg,
+            tree,
+            &self.qmk_server,
+            job_dir,
+            &job.request,
+            &folder,
+            &km,
+        )
+        .await
+        {
             Ok(out) => out,
             Err(runner::RunError::Spawn { program, source }) => {
                 // A worker without its build command cannot build anything; say so in the result.

@@ -176,7 +176,7 @@ impl CappedLog {
     }
 }
 
-fn kill_group(pgid: u32) {
+pub(super) fn kill_group(pgid: u32) {
     // SAFETY: killpg only sends a signal; a vanished group yields ESRCH, which is fine.
     unsafe {
         libc::killpg(pgid as libc::pid_t, libc::SIGKILL);
@@ -199,7 +199,7 @@ pub fn protect_worker_secrets() {
 /// capabilities at all, so that a build started by a root worker (a container without user
 /// separation) cannot read the worker's `/proc` entries either. Only async-signal-safe calls;
 /// failures are ignored (an unprivileged child has nothing to drop).
-fn drop_privileges() {
+pub(super) fn drop_privileges() {
     #[repr(C)]
     struct CapHeader {
         version: u32,

@@ -68,6 +68,7 @@ impl Env {
             log_cap: 1 << 20,
             max_attempts: 3,
             source_archives: true,
+            qmk_client: None,
         }
     }
 

@@ -125,6 +125,7 @@ impl World {
             log_cap: 1 << 20,
             max_attempts: 3,
             source_archives: true,
+            qmk_client: None,
         };
         Worker::new(store, self.queue.clone(), self.artifacts.clone(), cfg)
     }

@@ -1,0 +1,262 @@
+//! The qmk fork server (`oven::worker::qmkserver`) with the real client (this package's `oven`
+//! binary, called as `qmk`) against a small qmk CLI of the same shape as the real one: a
+//! `qmk_cli.script_qmk.main()` that sets up, chdirs to QMK_HOME and calls `milc.cli()`, and
+//! counts its imports. Commands must come out exactly as a fresh `qmk` would run them (output
+//! on the caller's fds, exit status, directory, environment), with the CLI imported once;
+//! what the server cannot serve the real CLI runs; a stopped client stops its command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use oven::worker::qmkserver::{QmkServer, REAL_ENV, SOCKET_ENV};
+
+const MILC: &str = r#"
+import os, sys, time
+class MILC:
+    def __call__(self):
+        cmd, args = sys.argv[1], sys.argv[2:]
+        if cmd == "echo":
+            print(" ".join(args), os.getcwd(), os.environ.get("FOO"), os.environ["ORIG_CWD"], sep="|")
+            print("to stderr", file=sys.stderr)
+            return True
+        if cmd == "fail":
+            return int(args[0])
+        if cmd == "hang":
+            open(args[0], "w").write(str(os.getpid()))
+            time.sleep(60)
+        return False
+cli = MILC()
+"#;
+
+const SCRIPT_QMK: &str = r#"
+import os, sys
+import milc
+with open(os.path.join(os.environ["IMPORT_LOG_DIR"], "imports.log"), "a") as f:
+    f.write("imported\n")
+def main():
+    os.environ["ORIG_CWD"] = os.getcwd()
+    os.chdir(os.environ["QMK_HOME"])
+    rc = milc.cli()
+    if rc is False:
+        exit(1)
+    elif rc is not True and isinstance(rc, int):
+        exit(rc)
+    exit(0)
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+    qmk: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("milc")).unwrap();
+    std::fs::create_dir_all(site.join("qmk_cli")).unwrap();
+    std::fs::write(site.join("milc/__init__.py"), MILC).unwrap();
+    std::fs::write(site.join("qmk_cli/__init__.py"), "").unwrap();
+    std::fs::write(site.join("qmk_cli/script_qmk.py"), SCRIPT_QMK).unwrap();
+    let qmk = dir.path().join("qmk");
+    std::fs::write(
+        &qmk,
+        "#!/usr/bin/env python3\nimport sys\nfrom qmk_cli.script_qmk import main\nsys.exit(main())\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&qmk, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("qmk_firmware");
+    std::fs::create_dir_all(&home).unwrap();
+    let env = vec![
+        ("PATH".into(), std::env::var("PATH").unwrap()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("QMK_HOME".into(), home.display().to_string()),
+        ("PYTHONPATH".into(), site.display().to_string()),
+        ("IMPORT_LOG_DIR".into(), dir.path().display().to_string()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    ];
+    Fixture {
+        dir,
+        home,
+        qmk,
+        env,
+    }
+}
+
+impl Fixture {
+    fn imports(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("imports.log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    async fn server(&self) -> QmkServer {
+        QmkServer::start(
+            &self.dir.path().join("server"),
+            Path::new(env!("CARGO_BIN_EXE_oven")),
+            &self.qmk,
+            &self.home,
+            &self.env,
+        )
+        .await
+        .expect("server starts")
+    }
+
+    /// `qmk ARGS` as make would run it: through the client named by the wiring.
+    fn client(&self, server: &QmkServer, args: &[&str]) -> Command {
+        let (make_args, wiring) = server.build_wiring();
+        let bin = make_args[1].strip_prefix("QMK_BIN=").unwrap().to_string();
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .current_dir(&self.home)
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .envs(wiring)
+            .env("FOO", "bar");
+        cmd
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn commands_run_as_a_fresh_qmk_would_with_one_import() {
+    let f = fixture();
+    let server = f.server().await;
+    assert_eq!(f.imports(), 1, "the server imports the CLI once");
+    let home = f.home.display().to_string();
+
+    for round in 0..3 {
+        let out = f.client(&server, &["echo", "a", "b c"]).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout} {stderr}");
+        assert_eq!(
+            stdout,
+            format!("a b c|{home}|bar|{home}\n"),
+            "round {round}"
+        );
+        assert_eq!(stderr, "to stderr\n");
+    }
+    let out = f.client(&server, &["fail", "7"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let out = f.client(&server, &["nothing"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "False is exit 1, as in the qmk script"
+    );
+    assert_eq!(f.imports(), 1, "served commands import nothing");
+
+    // Another directory than the server's: the real CLI runs it (and imports again).
+    let elsewhere = f.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = f
+        .client(&server, &["echo", "x"])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert_eq!(stdout, format!("x|{home}|bar|{}\n", elsewhere.display()));
+    assert_eq!(f.imports(), 2);
+
+    // An import-time variable the server saw otherwise: declined too.
+    let out = f
+        .client(&server, &["echo", "y"])
+        .env("BUILD_DIR", "/elsewhere")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(f.imports(), 3);
+
+    // No server at all: the real CLI.
+    let out = f
+        .client(&server, &["fail", "3"])
+        .env(SOCKET_ENV, f.dir.path().join("absent.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(f.imports(), 4);
+    // Neither: a clear failure, not a hang.
+    let out = f
+        .client(&server, &["fail", "3"])
+        .env(SOCKET_ENV, f.dir.path().join("absent.sock"))
+        .env_remove(REAL_ENV)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+}
+
+#[tokio::test]
+async fn a_stopped_client_stops_its_command() {
+    let f = fixture();
+    let server = f.server().await;
+    let pidfile = f.dir.path().join("hang.pid");
+    let mut client = f
+        .client(&server, &["hang", pidfile.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let alive = |pid: i32| Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid);
+    assert!(alive(pid));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let t = Instant::now();
+    while alive(pid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the command outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server still serves.
+    let out = f.client(&server, &["fail", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_cli_that_is_not_python_gives_a_reason() {
+    let f = fixture();
+    let not_python = f.dir.path().join("qmk-binary");
+    std::fs::write(&not_python, "\x7fELF").unwrap();
+    let err = QmkServer::start(
+        &f.dir.path().join("server"),
+        Path::new(env!("CARGO_BIN_EXE_oven")),
+        &not_python,
+        &f.home,
+        &f.env,
+    )
+    .await
+    .err()
+    .expect("no server");
+    assert!(err.to_string().contains("not a Python script"), "{err}");
+}
