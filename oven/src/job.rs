@@ -171,7 +171,7 @@ impl Job {
     pub fn is_failed(&self) -> Option<bool> {
         match self.state {
             JobState::Queued | JobState::Running => None,
-            JobState::Finished => Some(self.result.as_ref().map_or(true, |r| r.returncode != 0)),
+            JobState::Finished => Some(self.result.as_ref().is_none_or(|r| r.returncode != 0)),
             JobState::Failed => Some(true),
         }
     }

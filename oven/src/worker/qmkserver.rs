@@ -294,7 +294,7 @@ pub struct Slot(tokio::sync::Mutex<SlotState>);
 enum SlotState {
     #[default]
     Idle,
-    Running(QmkServer),
+    Running(Box<QmkServer>),
     Failed,
 }
 
@@ -329,7 +329,7 @@ impl Slot {
         match QmkServer::start(&dir, client, &real, qmk_home, env).await {
             Ok(server) => {
                 let wiring = server.build_wiring();
-                *state = SlotState::Running(server);
+                *state = SlotState::Running(Box::new(server));
                 Some(wiring)
             }
             Err(e) => {
