@@ -108,14 +108,17 @@ impl Fixture {
 
     /// `qmk ARGS` as make would run it: through the client named by the wiring.
     fn client(&self, server: &QmkServer, args: &[&str]) -> Command {
-        let (make_args, wiring) = server.build_wiring();
-        let bin = make_args[1].strip_prefix("QMK_BIN=").unwrap().to_string();
-        let mut cmd = Command::new(bin);
+        let wiring = server.build_wiring();
+        assert_eq!(
+            wiring.make_args()[1],
+            format!("QMK_BIN={}", wiring.client.display())
+        );
+        let mut cmd = Command::new(&wiring.client);
         cmd.args(args)
             .current_dir(&self.home)
             .env_clear()
             .envs(self.env.iter().cloned())
-            .envs(wiring)
+            .envs(wiring.env)
             .env("FOO", "bar");
         cmd
     }

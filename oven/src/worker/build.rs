@@ -200,23 +200,28 @@ pub async fn build(
             seed.as_ref().map(|(p, w)| (p.as_path(), *w)),
         ));
     }
-    if let Some((server_args, server_env)) = qmk_server.wiring(cfg, &qmk_home, &env).await {
-        args.extend(server_args);
-        env.extend(server_env);
+    // make's qmk commands, this `qmk compile` and the warm path's `json2c` through the fork
+    // server when there is one (`qmkserver`), from the tree's root as make runs them.
+    let mut qmk = cfg.qmk.clone();
+    if let Some(wiring) = qmk_server.wiring(cfg, &qmk_home, &env).await {
+        args.extend(wiring.make_args());
+        env.extend(wiring.env);
+        qmk = wiring.client;
     }
     // The firmware commit's date instead of 1970 or the clock (see `builddate`).
     let pin = builddate::prepare(cfg, &tree.commit, tree.build_date(), &qmk_home, &env).await?;
     args.extend(pin.args);
     env.extend(pin.env);
     args.push(build_json.display().to_string());
-    if prime_warm_keymap(cfg, &qmk_home, &build_dir, &target, &build_req, &env).await {
+    if prime_warm_keymap(&qmk, &qmk_home, &build_dir, &target, &build_req, &env).await {
         tracing::info!("warm build: only the keymap is recompiled");
     }
     let prepare = prepare.elapsed();
     let spec = runner::BuildSpec {
-        program: cfg.qmk.clone(),
+        program: qmk,
         args,
-        cwd: job_dir.to_path_buf(),
+        // The tree's root, as a developer runs `qmk compile` and as make runs qmk's commands.
+        cwd: qmk_home.clone(),
         env,
         timeout: cfg.compile_timeout,
         log_cap: cfg.log_cap,
@@ -319,7 +324,7 @@ pub fn ccache_env(work_root: &Path, seed: Option<(&Path, bool)>) -> Vec<(String,
 /// older time stamp, so make recompiles the keymap alone. If anything does not fit, nothing
 /// is changed and the normal (slower, equally correct) build runs. Returns whether it primed.
 async fn prime_warm_keymap(
-    cfg: &WorkerConfig,
+    qmk: &Path,
     qmk_home: &Path,
     build_dir: &Path,
     target: &str,
@@ -334,7 +339,7 @@ async fn prime_warm_keymap(
     );
     // What make's own rules run to generate these files from keymap.json.
     let generate = |command: &str, output: &str, input: &Path| runner::BuildSpec {
-        program: cfg.qmk.clone(),
+        program: qmk.to_path_buf(),
         args: vec![
             command.into(),
             "--quiet".into(),

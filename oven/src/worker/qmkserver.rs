@@ -15,7 +15,7 @@
 //! variable; `lib/python/qmk/build_targets.py` sets `QMK_BIN="qmk"` and a later command-line
 //! definition wins). That path is a symlink to the worker's own binary, which runs
 //! [`client_main`] when started under the name `qmk` ([`run_if_client`], first thing in
-//! `main`). The client hands its argv, directory, environment and fds 0-2 to the server and
+//! `main`); the worker runs its own `qmk compile` through it too. The client hands its argv, directory, environment and fds 0-2 to the server and
 //! exits with the command's status. Whenever the server cannot serve a command exactly as a
 //! fresh `qmk` would run it (no server, a directory or import-time environment other than the
 //! server's, a non-UTF-8 argument), the client `exec`s the real `qmk` instead: slower, never
@@ -241,15 +241,31 @@ impl QmkServer {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// What a build adds: `qmk compile` arguments and environment.
-    pub fn build_wiring(&self) -> (Vec<String>, Vec<(String, String)>) {
-        (
-            vec!["-e".into(), format!("QMK_BIN={}", self.client.display())],
-            vec![
+    /// How a build reaches this server (see [`Wiring`]).
+    pub fn build_wiring(&self) -> Wiring {
+        Wiring {
+            client: self.client.clone(),
+            env: vec![
                 (SOCKET_ENV.into(), self.socket.display().to_string()),
                 (REAL_ENV.into(), self.real.display().to_string()),
             ],
-        )
+        }
+    }
+}
+
+/// How a build reaches the server: `client` is the program to run in place of `qmk` (make's
+/// QMK_BIN, and the worker's own `qmk compile`, run from the tree's root as make runs its
+/// commands), `env` what the build's environment gains.
+#[derive(Debug, Clone)]
+pub struct Wiring {
+    pub client: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Wiring {
+    /// `qmk compile` arguments that send make's qmk commands to the server.
+    pub fn make_args(&self) -> [String; 2] {
+        ["-e".into(), format!("QMK_BIN={}", self.client.display())]
     }
 }
 
@@ -306,7 +322,7 @@ impl Slot {
         cfg: &super::WorkerConfig,
         qmk_home: &Path,
         env: &[(String, String)],
-    ) -> Option<(Vec<String>, Vec<(String, String)>)> {
+    ) -> Option<Wiring> {
         let client = cfg.qmk_client.as_ref()?;
         if std::env::var(ENABLE_ENV).is_ok_and(|v| v == "0") {
             return None;

@@ -175,8 +175,8 @@ impl World {
     }
 }
 
-/// Processes whose working directory is under `root`: builds started there (the fakeqmk CLI
-/// runs in its job directory). Linux `/proc`.
+/// Processes whose working directory is under `root`, a worker's work root: its builds (they
+/// run in its tree overlay). Linux `/proc`.
 fn build_processes(root: &Path) -> Vec<u32> {
     let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let mut out = Vec::new();
@@ -246,9 +246,9 @@ async fn killed_during_compile(w: World) {
         let a = a.clone();
         async move { a.process_delivery(&d.message, Some(&d.receipt)).await }
     });
-    let a_jobs = w.dir.path().join("a/jobs");
+    let a_root = w.dir.path().join("a");
     wait_for("a build process", Duration::from_secs(30), || {
-        !build_processes(&a_jobs).is_empty()
+        !build_processes(&a_root).is_empty()
     })
     .await;
     let held = w.job(id).await;
@@ -259,7 +259,7 @@ async fn killed_during_compile(w: World) {
     wait_for(
         "the build to die with its worker",
         Duration::from_secs(5),
-        || build_processes(&a_jobs).is_empty(),
+        || build_processes(&a_root).is_empty(),
     )
     .await;
 
