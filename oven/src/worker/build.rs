@@ -212,6 +212,8 @@ pub async fn build(
     let pin = builddate::prepare(cfg, &tree.commit, tree.build_date(), &qmk_home, &env).await?;
     args.extend(pin.args);
     env.extend(pin.env);
+    // QMK's cc-option probe once per distinct flag instead of once per unit (see `ccoption`).
+    args.extend(super::ccoption::qmk_args(&tree.home));
     args.push(build_json.display().to_string());
     if prime_warm_keymap(&qmk, &qmk_home, &build_dir, &target, &build_req, &env).await {
         tracing::info!("warm build: only the keymap is recompiled");

@@ -21,6 +21,7 @@ pub mod batch;
 pub mod build;
 pub mod builddate;
 pub mod cache;
+pub mod ccoption;
 pub mod diagnostics;
 pub mod eta;
 pub mod precheck;
