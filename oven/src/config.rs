@@ -71,6 +71,8 @@ pub const WORK_DIR: &str = "OVEN_WORK_DIR";
 /// A read-only ccache directory seeded ahead of time (`scripts/seed-ccache.sh`), which builds use
 /// as ccache's second level when it exists; unset: no seed.
 pub const CCACHE_SEED: &str = "OVEN_CCACHE_SEED";
+/// `0`: builds do not use ccache even when it is on PATH (for A/B benchmarks).
+pub const CCACHE: &str = "OVEN_CCACHE";
 /// `1`: builds also write to the [`CCACHE_SEED`] directory (what `scripts/seed-ccache.sh` sets
 /// while it makes one); otherwise they only read it.
 pub const CCACHE_SEED_WRITE: &str = "OVEN_CCACHE_SEED_WRITE";

@@ -45,7 +45,8 @@ impl TreeInfo {
             commit: tree::firmware_commit(home),
             commit_time: tree::firmware_commit_time(home),
             toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
-            ccache: on_path(&cfg.path, "ccache"),
+            ccache: on_path(&cfg.path, "ccache")
+                && std::env::var(crate::config::CCACHE).map_or(true, |v| v != "0"),
             aliases: std::sync::Arc::new(tree::load_aliases(home)),
         }
     }
@@ -255,7 +256,7 @@ pub async fn build(
         keymap_c,
         status: out.status,
         // The user's keymap name inside the log, not the shared build name.
-        log: out.log.replace(BUILD_KEYMAP, user_keymap),
+        log: super::ccoption::shorten_in_log(&out.log).replace(BUILD_KEYMAP, user_keymap),
         elapsed: out.elapsed,
         firmware,
         phases,

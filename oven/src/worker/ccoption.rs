@@ -69,6 +69,16 @@ pub fn definition() -> String {
     )
 }
 
+/// What the log shows in place of [`definition`]: QMK's CLI prints make's command line
+/// (`Compiling keymap with gmake ... cc-option=...`), where the definition's 900-odd
+/// characters would bury the rest of the line.
+pub const IN_LOG: &str = "cc-option=<QMK's probe, memoised by Oven>";
+
+/// `log` with the override's text on make's command line shortened to [`IN_LOG`].
+pub fn shorten_in_log(log: &str) -> String {
+    log.replace(&format!("cc-option={}", definition()), IN_LOG)
+}
+
 /// The `cc-option` definition in a makefile's text, as make reads it: the value after
 /// `cc-option =`, continuation lines joined with single spaces. `None` without one.
 fn defined_in(makefile: &str) -> Option<String> {
@@ -122,6 +132,18 @@ mod tests {
             .unwrap()
             .replace(" }; then", " }; \\\n\tthen");
         format!("# Helper\ncc-option = $(shell \\\n\t{body}\n\n, := ,\n")
+    }
+
+    #[test]
+    fn the_log_shows_a_short_name_for_the_override() {
+        let line = format!(
+            "Compiling keymap with gmake -s KEYBOARD=k cc-option={} x.json",
+            definition()
+        );
+        assert_eq!(
+            shorten_in_log(&line),
+            format!("Compiling keymap with gmake -s KEYBOARD=k {IN_LOG} x.json")
+        );
     }
 
     #[test]
