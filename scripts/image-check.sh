@@ -74,9 +74,10 @@ build_args=(--isolation chroot --format docker -f functions/compile/Dockerfile
 [ -z "$tree" ] || build_args+=(--build-context "qmk_firmware=$tree")
 [ -z "${OVEN_IMAGE_EXTRA_CA:-}" ] || build_args+=(--build-context "extra_ca=$OVEN_IMAGE_EXTRA_CA")
 if [ "$worker_from" = host ]; then
-  cargo build -q --release --locked -p oven-compile --bin compile
+  cargo build -q --release --locked -p oven-compile --bin compile -p oven --bin oven
   mkdir "$scratch/worker"
   cp target/release/compile "$scratch/worker/bootstrap"
+  cp target/release/oven "$scratch/worker/oven"
   build_args+=(--build-context "worker=$scratch/worker")
 fi
 cargo build -q --locked -p oven --bin oven
