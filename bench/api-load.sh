@@ -10,6 +10,9 @@
 # Usage: bench/api-load.sh [duration_s=20] [connections=16] [threads=2]
 #   OVEN_BIN=path: load that binary instead of building this checkout (to compare two builds
 #   side by side on the same machine state).
+#   PIN=1: the server on CPU 0 and wrk on the other CPUs (taskset), so that the load generator
+#   does not take the server's core: on a 2-core machine wrk's threads and the server's
+#   otherwise share both cores, and the tail is the scheduler's time slice, not the server's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-20}"
@@ -26,6 +29,12 @@ else
   BIN="${CARGO_TARGET_DIR:-target}/release/oven"
 fi
 
+SERVER_PIN="" WRK_PIN=""
+if [ "${PIN:-0}" = 1 ]; then
+  SERVER_PIN="taskset -c 0"
+  WRK_PIN="taskset -c 1-$(($(nproc) - 1))"
+fi
+
 TMP="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -39,7 +48,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start() { # start <name> [extra args]; sets URL
   local name="$1"; shift
   local port; port="$(free_port)"
-  RUST_LOG=warn "$BIN" serve --no-worker --listen "127.0.0.1:$port" --data-dir "$TMP/$name" "$@" >"$TMP/$name.log" 2>&1 &
+  RUST_LOG=warn $SERVER_PIN "$BIN" serve --no-worker --listen "127.0.0.1:$port" --data-dir "$TMP/$name" "$@" >"$TMP/$name.log" 2>&1 &
   PIDS+=("$!")
   URL="http://127.0.0.1:$port"
   for _ in $(seq 100); do curl -sf "$URL/v1" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -61,9 +70,9 @@ run() { # run <label> <url> [lua]
   local label="$1" url="$2" lua="${3:-}"
   local out
   if [ -n "$lua" ]; then
-    out="$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$url")"
+    out="$($WRK_PIN wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$lua" "$url")"
   else
-    out="$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url")"
+    out="$($WRK_PIN wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$url")"
   fi
   local rps p50 p99 errs
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
@@ -73,7 +82,7 @@ run() { # run <label> <url> [lua]
   printf '%-44s %10s req/s   p50 %-9s p99 %-9s %s\n' "$label" "$rps" "$p50" "$p99" "$errs"
 }
 
-echo "oven API load: wrk -t$THREADS -c$CONNS -d${DURATION}s, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $BIN"
+echo "oven API load: wrk -t$THREADS -c$CONNS -d${DURATION}s, $(nproc) cores${SERVER_PIN:+ (server: $SERVER_PIN, wrk: $WRK_PIN)}, load average $(cut -d' ' -f1-3 /proc/loadavg), $BIN"
 start oven
 ID="$(curl -sf -X POST -H 'Content-Type: application/json' --data-binary @"$TMP/body.json" "$URL/v1/compile" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')"
 run "POST /v1/compile (one write per submit)" "$URL/v1/compile" "$TMP/post.lua"

@@ -159,6 +159,8 @@ def start_oven(a, data):
         env["OVEN_QMK_FORK_SERVER"] = "0"
     if a.no_ccache:
         env["OVEN_CCACHE"] = "0"
+    if a.no_cc_option_memo:
+        env["OVEN_CC_OPTION_MEMO"] = "0"
     log = open(os.path.join(data, "serve.log"), "w")
     p = subprocess.Popen([a.oven_bin, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
                           "--qmk-home", a.tree], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -187,6 +189,7 @@ def main():
     ap.add_argument("--ccache-seed")
     ap.add_argument("--no-warm", action="store_true")
     ap.add_argument("--no-ccache", action="store_true", help="Oven builds without ccache (A/B)")
+    ap.add_argument("--no-cc-option-memo", action="store_true", help="Oven runs QMK's cc-option probe per unit (A/B)")
     ap.add_argument("--no-fork-server", action="store_true",
                     help="Oven runs the qmk CLI for each of make's qmk commands (A/B against the fork server)")
     ap.add_argument("--json")
@@ -270,6 +273,7 @@ def main():
     seed = f", ccache seed {a.ccache_seed}" if a.ccache_seed else ", no ccache seed"
     seed += ", no fork server" if a.no_fork_server else ""
     seed += ", no ccache" if a.no_ccache else ""
+    seed += ", no cc-option memo" if a.no_cc_option_memo else ""
     lines = [f"# First build vs raw `qmk compile -j {a.jobs}` ({len(names)} keyboards{seed})", "",
              "| keyboard | MCU | build | Oven s | queue | prepare | startup | generate | compile | link | store | source | raw s | raw startup | raw generate | raw compile | raw link | Oven/raw | Oven-raw s | same bytes | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -38,6 +38,10 @@ if [ "$py_missing" = 1 ]; then
   "$venv/bin/pip" install -q "${py_pkgs[@]}"
   echo "step-time: pip-install $((SECONDS - t0))s"
 fi
+# The qmk fork server's test runs a small qmk-shaped CLI on the real milc (the qmk CLI's own
+# argument library, whose import-time state the server must redo per command).
+"$venv/bin/python3" -c 'import milc' 2>/dev/null || "$venv/bin/pip" install -q 'milc==2.1.0'
+export OVEN_TEST_PYTHON=$venv/bin/python3
 
 # --- Deployment checks: template, Dockerfile, workflows, arm64 Lambda packages ----------------
 # Before the tests, so that cargo test's summary closes the output.

@@ -73,6 +73,9 @@ pub const WORK_DIR: &str = "OVEN_WORK_DIR";
 pub const CCACHE_SEED: &str = "OVEN_CCACHE_SEED";
 /// `0`: builds do not use ccache even when it is on PATH (for A/B benchmarks).
 pub const CCACHE: &str = "OVEN_CCACHE";
+/// `0`: builds run QMK's `cc-option` probe per unit, as QMK does (for A/B benchmarks; see
+/// `worker::ccoption`).
+pub const CC_OPTION_MEMO: &str = "OVEN_CC_OPTION_MEMO";
 /// `1`: builds also write to the [`CCACHE_SEED`] directory (what `scripts/seed-ccache.sh` sets
 /// while it makes one); otherwise they only read it.
 pub const CCACHE_SEED_WRITE: &str = "OVEN_CCACHE_SEED_WRITE";

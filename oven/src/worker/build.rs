@@ -214,7 +214,9 @@ pub async fn build(
     args.extend(pin.args);
     env.extend(pin.env);
     // QMK's cc-option probe once per distinct flag instead of once per unit (see `ccoption`).
-    args.extend(super::ccoption::qmk_args(&tree.home));
+    if std::env::var(crate::config::CC_OPTION_MEMO).map_or(true, |v| v != "0") {
+        args.extend(super::ccoption::qmk_args(&tree.home));
+    }
     args.push(build_json.display().to_string());
     if prime_warm_keymap(&qmk, &qmk_home, &build_dir, &target, &build_req, &env).await {
         tracing::info!("warm build: only the keymap is recompiled");

@@ -14,7 +14,8 @@ Prints "ready" on stdout once it listens. Protocol, per connection (client -> se
 4-byte big-endian length with the fds 0, 1, 2 attached (SCM_RIGHTS), then that many bytes of
 JSON {"argv": [...], "cwd": "...", "env": {...}}; (server -> client) 4 bytes: the exit status
 (0-255), or 0xFFFFFFFF when the server declines the command (the client then runs the real
-qmk). Closing the connection early kills the command and its processes.
+qmk). Closing the connection early kills the command and its processes. The server exits
+within a second of its parent, the worker.
 """
 import json
 import os
@@ -40,10 +41,57 @@ class _Ready(BaseException):
     """Raised where the `qmk` script would call the CLI: the server stops there."""
 
 
+# milc decides at import time, when each `@cli.argument` runs, whether that option was given
+# on the command line (`MILC.args_passed`, from `sys.argv`: milc/milc.py `add_argument` and
+# `_handle_arg_parsing`); a given option overrides the config, an absent one leaves the
+# config's value (`-j 2` of `qmk compile` is `compile.parallel`). The server imports with an
+# argv of its own, so it records which option strings each argument has, and every fork
+# recomputes `args_passed` from its command's argv with milc's own test.
+RECORDED = []
+
+
+def record_arguments(milc_module):
+    from milc.configuration import get_argument_name, get_argument_strings
+
+    cls = milc_module.MILC
+    add_argument, handle = cls.add_argument, cls._handle_arg_parsing
+
+    def add_argument_recorded(self, *args, **kwargs):
+        if kwargs.get("action") != "store_boolean":
+            RECORDED.append((self, "general", get_argument_name(self._arg_parser, *args, **kwargs),
+                             list(get_argument_strings(self._arg_parser, *args, **kwargs))))
+        return add_argument(self, *args, **kwargs)
+
+    def handle_recorded(self, config_name, arg_name, args, kwargs):
+        RECORDED.append((self, config_name, arg_name,
+                         list(get_argument_strings(self._arg_parser, *args, **kwargs))))
+        return handle(self, config_name, arg_name, args, kwargs)
+
+    cls.add_argument, cls._handle_arg_parsing = add_argument_recorded, handle_recorded
+
+
+def passed_again():
+    """`args_passed` as milc would have computed it with this process's `sys.argv`."""
+    from milc._in_argv import _in_argv
+
+    for cli, config_name, arg_name, strings in RECORDED:
+        section = cli.args_passed.get(config_name)
+        if section is not None and arg_name in section:
+            section[arg_name] = any(_in_argv(a) for a in strings)
+
+
 def prepare(qmk_script):
     sys.argv = [qmk_script]
     import milc
+    import milc.milc
+
+    record_arguments(milc.milc)
     from qmk_cli import script_qmk
+
+    # Option defaults from the environment (milc's env_prefix) are also read at import time;
+    # QMK sets none. A CLI that does cannot be served exactly: no server.
+    if any(getattr(cli, "env_prefix", None) is not None for cli, *_ in RECORDED):
+        sys.exit("milc reads option defaults from the environment (env_prefix): not served")
 
     call = type(milc.cli).__call__
 
@@ -81,6 +129,7 @@ def run_command(script_qmk, request, fds, home_cwd, import_env):
     os.environ.update(request["env"])
     sys.argv = [import_env["argv0"]] + list(request["argv"][1:])
     try:
+        passed_again()
         code = script_qmk.main()
     except SystemExit as e:
         code = e.code
@@ -151,7 +200,13 @@ def main():
     listener.bind(socket_path)
     listener.listen(64)
     print("ready", flush=True)
+    worker = os.getppid()
     while True:
+        # The worker gone (killed, or stopped without dropping us): so is the server.
+        if not select.select([listener], [], [], 1.0)[0]:
+            if os.getppid() != worker:
+                return
+            continue
         conn, _ = listener.accept()
         pid = os.fork()
         if pid == 0:
