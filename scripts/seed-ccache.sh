@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Seeds a compiler cache for Oven's builds: builds one keymap of each listed keyboard through
 # `oven serve` itself (same overlay, build name, flags and ccache settings as every job), with
-# CACHE_DIR as ccache's second-level (file) storage, written through. Oven reads it read-only
-# when OVEN_CCACHE_SEED names it (oven/src/worker/build.rs, ccache_env), so a fresh worker's
-# first build of a seeded keyboard hits it for every unit that does not depend on the keymap.
+# CACHE_DIR as ccache's second-level (file) storage, written through, and the keyboards'
+# folders in CACHE_DIR/oven-keyboards.txt. Oven reads it read-only when OVEN_CCACHE_SEED names
+# it (oven/src/worker/build.rs, ccache_env), so a fresh worker's first build of a seeded
+# keyboard hits it for every unit that does not depend on the keymap; builds of other keyboards
+# do not use ccache (a miss costs more than no cache).
 # Only those keyboards: ccache hits need the same command line, and every QMK unit is compiled
 # with its keyboard's flags (another keyboard on the same MCU hits nothing).
 #
@@ -75,12 +77,15 @@ while read -r kb _; do
   while :; do
     doc=$(curl -sf "$url/v1/compile/$id")
     state=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["status"], (d.get("result") or {}).get("returncode"))' "$doc")
+    folder=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]).get("result") or {}; print(r.get("keyboard_folder") or r.get("keyboard") or "")' "$doc")
     case "$state" in finished*|failed*) break ;; esac
     sleep 0.2
   done
   secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   if [ "$state" = "finished 0" ]; then
     ok=$((ok + 1)); echo "seeded $kb ($secs s)"
+    # The keyboards builds use the seed for (oven/src/worker/build.rs, CCACHE_SEED_KEYBOARDS).
+    grep -qxF "$folder" "$cache/oven-keyboards.txt" 2>/dev/null || echo "$folder" >>"$cache/oven-keyboards.txt"
   else
     failed=$((failed + 1)); echo "skip $kb: build failed ($state)" >&2
   fi

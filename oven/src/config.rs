@@ -71,7 +71,8 @@ pub const WORK_DIR: &str = "OVEN_WORK_DIR";
 /// A read-only ccache directory seeded ahead of time (`scripts/seed-ccache.sh`), which builds use
 /// as ccache's second level when it exists; unset: no seed.
 pub const CCACHE_SEED: &str = "OVEN_CCACHE_SEED";
-/// `0`: builds do not use ccache even when it is on PATH (for A/B benchmarks).
+/// `0`: builds never use ccache; `1`: every build does (when it is on PATH); otherwise only
+/// builds of the keyboards the seed lists ([`crate::worker::build::use_ccache`]).
 pub const CCACHE: &str = "OVEN_CCACHE";
 /// `0`: builds run QMK's `cc-option` probe per unit, as QMK does (for A/B benchmarks; see
 /// `worker::ccoption`).

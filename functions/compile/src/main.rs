@@ -11,13 +11,7 @@ use serde_json::Value;
 
 fn main() -> Result<(), Error> {
     // Started by make as `qmk` during a build: the fork server's client, nothing else.
-    if let Some(code) = oven::worker::qmkserver::run_if_client() {
-        std::process::exit(code);
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    oven::worker::qmkserver::main_or_client(run)
 }
 
 async fn run() -> Result<(), Error> {

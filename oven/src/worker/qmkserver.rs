@@ -72,6 +72,22 @@ pub fn run_if_client() -> Option<i32> {
     Some(client_main(std::env::args_os().collect()))
 }
 
+/// A worker binary's `main`: the client when started as `qmk` ([`run_if_client`], before any
+/// runtime exists), else `run` on a multi-threaded tokio runtime.
+pub fn main_or_client<T, E, F>(run: impl FnOnce() -> F) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: From<std::io::Error>,
+{
+    if let Some(code) = run_if_client() {
+        std::process::exit(code);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
 /// The client: the command served by the server, or the real qmk `exec`ed in its place.
 /// Returns the command's exit status (0-255), 127 when not even the real qmk can run.
 pub fn client_main(argv: Vec<OsString>) -> i32 {
