@@ -97,7 +97,7 @@ fn status(port: u16, id: &str) -> String {
     s["status"].as_str().unwrap().to_owned()
 }
 
-/// Processes whose working directory is under `root` (builds run in their job directory).
+/// Processes whose working directory is under `root` (builds run in the worker's tree overlay).
 fn build_processes(root: &Path) -> usize {
     let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     std::fs::read_dir("/proc")
@@ -129,7 +129,8 @@ fn killed_mid_compile_the_job_finishes_soon_after_the_restart() {
         .iter()
         .map(|k| submit(port, k))
         .collect();
-    let jobs = data.join("work/jobs");
+    // The worker's tree overlay, where builds run.
+    let jobs = data.join("work/qmk_firmware");
     wait("the first build", Duration::from_secs(60), || {
         status(port, &ids[0]) == "running" && build_processes(&jobs) > 0
     });
