@@ -276,12 +276,13 @@ async fn the_server_ends_with_its_worker() {
     let f = fixture(&python);
     drop(f.server().await); // writes the server's script
     let script = f.dir.path().join("server/qmk_forkserver.py");
-    // A stand-in worker: a shell that starts the server, then is killed without cleaning up.
+    // A stand-in worker: a shell that starts the server (its output elsewhere, so that a
+    // server that stays does not hold the test's pipes), then is killed without cleaning up.
     let socket = f.dir.path().join("second.sock");
     let mut worker = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{python} {} {} {} & echo $!; sleep 60",
+            "{python} {} {} {} >/dev/null 2>&1 & echo $!; sleep 60",
             script.display(),
             socket.display(),
             f.qmk.display()
