@@ -114,7 +114,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--qmk", default="qmk")
     ap.add_argument("--out")
-    ap.add_argument("--oven-date-dir", help="the worker's build-date directory (<data-dir>/work/builddate/<commit>-<epoch>): "
+    ap.add_argument("--oven-date-dir", help="the worker's build-date directory (builddate/<commit>-<epoch> in its work directory): "
                     "raw builds get the same pinned date")
     ap.add_argument("--side-by-side", action="store_true",
                     help="run the Oven job and the raw build at the same time (half the wall time; "

@@ -38,18 +38,18 @@ oven=${OVEN_BIN:-$(command -v oven || true)}
 [ -x "$oven" ] || { echo "oven not found: put it on PATH or set OVEN_BIN" >&2; exit 2; }
 command -v ccache >/dev/null || { echo "ccache is not on PATH: builds would not use it" >&2; exit 2; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/oven-seed-XXXXXX")
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/oven-seed-XXXXXX")
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$scratch"; }
 trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-OVEN_LOG=warn OVEN_CCACHE_SEED=$cache OVEN_CCACHE_SEED_WRITE=1 "$oven" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --qmk-home "$tree" \
-  >"$work/serve.log" 2>&1 &
+OVEN_LOG=warn OVEN_CCACHE_SEED=$cache OVEN_CCACHE_SEED_WRITE=1 "$oven" serve --listen "127.0.0.1:$port" --data-dir "$scratch/data" --qmk-home "$tree" \
+  >"$scratch/serve.log" 2>&1 &
 pid=$!
 url="http://127.0.0.1:$port"
 for _ in $(seq 300); do curl -sf "$url/v1" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -sf "$url/v1" >/dev/null || { cat "$work/serve.log" >&2; exit 1; }
+curl -sf "$url/v1" >/dev/null || { cat "$scratch/serve.log" >&2; exit 1; }
 
 keymap_of() { # keymap_of KB -> path of a keymap.json for it, or nothing
   local kb=$1 f
@@ -59,9 +59,9 @@ keymap_of() { # keymap_of KB -> path of a keymap.json for it, or nothing
   fi
   f="$tree/keyboards/$kb/keymaps/default/keymap.json"
   [ -f "$f" ] && { echo "$f"; return; }
-  if (cd "$tree" && QMK_HOME=$tree qmk c2json -kb "$kb" -km default -o "$work/$$.json" --no-cpp \
+  if (cd "$tree" && QMK_HOME=$tree qmk c2json -kb "$kb" -km default -o "$scratch/$$.json" --no-cpp \
       "keyboards/$kb/keymaps/default/keymap.c") >/dev/null 2>&1; then
-    echo "$work/$$.json"
+    echo "$scratch/$$.json"
   fi
 }
 
@@ -84,7 +84,7 @@ while read -r kb _; do
   secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   if [ "$state" = "finished 0" ]; then
     ok=$((ok + 1)); echo "seeded $kb ($secs s)"
-    # The keyboards builds use the seed for (oven/src/worker/build.rs, CCACHE_SEED_KEYBOARDS).
+    # The keyboards builds use the seed for (oven/src/worker/build.rs, SEED_KEYBOARDS).
     grep -qxF "$folder" "$cache/oven-keyboards.txt" 2>/dev/null || echo "$folder" >>"$cache/oven-keyboards.txt"
   else
     failed=$((failed + 1)); echo "skip $kb: build failed ($state)" >&2
@@ -92,5 +92,6 @@ while read -r kb _; do
 done <"$list"
 
 echo "keyboards seeded: $ok, skipped: $failed"
-CCACHE_DIR=$work/data/work/ccache ccache --show-stats | sed -n '1,16p'
+worker_dir=$scratch/data/work
+CCACHE_DIR=$worker_dir/ccache ccache --show-stats | sed -n '1,16p'
 echo "cache size: $(du -sh "$cache" | cut -f1) ($(du -sb "$cache" | cut -f1) bytes, $(find "$cache" -type f | wc -l) files)"

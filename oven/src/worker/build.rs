@@ -26,6 +26,9 @@ pub struct TreeInfo {
     pub commit_time: Option<i64>,
     pub toolchains: std::collections::BTreeMap<String, String>,
     pub ccache: bool,
+    /// `qmk compile` arguments memoising QMK's `cc-option` probe (see [`super::ccoption`]);
+    /// none when the tree has another probe or `OVEN_CC_OPTION_MEMO=0`.
+    pub cc_option: Vec<String>,
     /// The tree's keyboard aliases, read once.
     pub aliases: std::sync::Arc<tree::Aliases>,
 }
@@ -38,7 +41,7 @@ fn on_path(path: &str, tool: &str) -> bool {
 
 impl TreeInfo {
     /// What the tree at `home` offers, read once (its commit and date, the toolchains on the
-    /// build PATH, ccache, the alias map).
+    /// build PATH, ccache, the cc-option memo, the alias map).
     pub fn load(home: &Path, cfg: &WorkerConfig) -> TreeInfo {
         TreeInfo {
             home: home.to_path_buf(),
@@ -46,7 +49,12 @@ impl TreeInfo {
             commit_time: tree::firmware_commit_time(home),
             toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
             ccache: on_path(&cfg.path, "ccache")
-                && std::env::var(crate::config::CCACHE).map_or(true, |v| v != "0"),
+                && !std::env::var(crate::config::CCACHE).is_ok_and(|v| v == "0"),
+            cc_option: if std::env::var(crate::config::CC_OPTION_MEMO).is_ok_and(|v| v == "0") {
+                Vec::new()
+            } else {
+                super::ccoption::qmk_args(home)
+            },
             aliases: std::sync::Arc::new(tree::load_aliases(home)),
         }
     }
@@ -215,9 +223,7 @@ pub async fn build(
     args.extend(pin.args);
     env.extend(pin.env);
     // QMK's cc-option probe once per distinct flag instead of once per unit (see `ccoption`).
-    if std::env::var(crate::config::CC_OPTION_MEMO).map_or(true, |v| v != "0") {
-        args.extend(super::ccoption::qmk_args(&tree.home));
-    }
+    args.extend(tree.cc_option.iter().cloned());
     args.push(build_json.display().to_string());
     if prime_warm_keymap(&qmk, &qmk_home, &build_dir, &target, &build_req, &env).await {
         tracing::info!("warm build: only the keymap is recompiled");

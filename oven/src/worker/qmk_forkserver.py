@@ -118,7 +118,7 @@ def recv_exact(conn, n):
     return data
 
 
-def run_command(script_qmk, request, fds, home_cwd, import_env):
+def run_command(script_qmk, request, fds, argv0):
     """In the fork that runs one command: become that `qmk` process, run it, exit."""
     os.setpgid(0, 0)
     for target, fd in enumerate(fds):
@@ -127,7 +127,7 @@ def run_command(script_qmk, request, fds, home_cwd, import_env):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    sys.argv = [import_env["argv0"]] + list(request["argv"][1:])
+    sys.argv = [argv0] + list(request["argv"][1:])
     try:
         passed_again()
         code = script_qmk.main()
@@ -166,7 +166,7 @@ def serve_one(conn, script_qmk, home_cwd, import_env):
     pid = os.fork()
     if pid == 0:
         conn.close()
-        run_command(script_qmk, request, fds, home_cwd, import_env)
+        run_command(script_qmk, request, fds, import_env["argv0"])
     for fd in fds:
         os.close(fd)
     pidfd = os.pidfd_open(pid)
