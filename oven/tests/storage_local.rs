@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use oven::adapters::conformance as c;
-use oven::adapters::local::{LocalDbOptions, LocalStorage};
+use oven::adapters::local::{
+    LocalDbOptions, LocalStorage, CHECKPOINT_EVERY, CHECKPOINT_FRAMES, DB_FILE,
+};
 use oven::job::JobId;
 use oven::ports::{JobQueue, JobStore, QueueMessage};
 use oven::time::Millis;
@@ -17,6 +19,7 @@ fn options() -> LocalDbOptions {
         visibility_timeout: VISIBILITY,
         max_receives: MAX_RECEIVES,
         fsync_every_commit: true,
+        ..LocalDbOptions::default()
     }
 }
 
@@ -190,6 +193,44 @@ async fn stale_receipt_does_not_delete_a_redelivered_message() {
     let third = s.db.receive(1, Duration::ZERO).await.unwrap();
     s.db.ack(&third[0].receipt).await.unwrap();
     assert!(s.db.ack("not-a-receipt").await.is_err());
+}
+
+/// The writer checkpoints by WAL size as well as by time, so a burst of submits never leaves
+/// more than about [`CHECKPOINT_FRAMES`] pages in the WAL for the next checkpoint to copy (the
+/// stall every queued submit waits out). Time is taken out of it: with an hour between timed
+/// checkpoints, 300 submits (each commit writes several pages) fill the WAL well past the bound
+/// unless the size trigger works.
+#[tokio::test]
+async fn wal_stays_small_under_a_burst_of_submits() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = 64;
+    let opts = LocalDbOptions {
+        checkpoint_every: Duration::from_secs(3600),
+        checkpoint_frames: frames,
+        ..options()
+    };
+    let s = LocalStorage::open_with(dir.path(), opts).unwrap();
+    for _ in 0..300 {
+        s.db.submit(&c::new_job()).await.unwrap();
+    }
+    // A WAL file keeps its largest size until truncated: its length is the high-water mark.
+    let wal = std::fs::metadata(dir.path().join(format!("{DB_FILE}-wal"))).unwrap();
+    const FRAME: u64 = 4096 + 24;
+    // One commit's pages on top of the bound: a job row, its queue row and their index pages.
+    let most = (u64::from(frames) + 16) * FRAME + 32;
+    assert!(
+        wal.len() <= most,
+        "WAL reached {} bytes ({} frames), more than {most}",
+        wal.len(),
+        wal.len() / FRAME
+    );
+    assert_eq!(s.db.waiting().await.unwrap(), 300);
+    // The default bounds are the documented ones.
+    let d = LocalDbOptions::default();
+    assert_eq!(
+        (d.checkpoint_every, d.checkpoint_frames),
+        (CHECKPOINT_EVERY, CHECKPOINT_FRAMES)
+    );
 }
 
 #[tokio::test]

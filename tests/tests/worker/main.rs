@@ -550,6 +550,7 @@ async fn local_dead_letters_fail_their_jobs() {
         fsync_every_commit: false,
         visibility_timeout: Duration::from_millis(50),
         max_receives: 1,
+        ..Default::default()
     });
     let id = env.submit(good()).await;
     // Received and never acknowledged (a worker that died): after the visibility timeout the

@@ -6,7 +6,9 @@
 //! Durability is chosen by [`LocalDbOptions::fsync_every_commit`]: `synchronous = NORMAL` by
 //! default (answered writes survive a process crash at once, a power cut after the next
 //! checkpoint, at most [`CHECKPOINT_EVERY`] later), or `FULL` (every group fsyncs before its
-//! callers are answered; the fsync is shared by the whole group).
+//! callers are answered; the fsync is shared by the whole group). The writer checkpoints
+//! between groups, small and often ([`CHECKPOINT_FRAMES`]), so no caller waits behind a long
+//! one.
 //!
 //! Reads (`get`, `expired_leases`, `waiting`) run on a small pool of read-only connections,
 //! directly on the calling task: a primary-key lookup takes microseconds, far less than handing
@@ -33,10 +35,15 @@ const BACKEND: &str = "sqlite";
 /// Most requests applied in one transaction; bounds how long the first caller of a group waits.
 pub const MAX_BATCH: usize = 1024;
 /// How often the writer copies the WAL into the database file (at most; only after commits).
-/// Under `synchronous = NORMAL` this bounds what a power cut can lose. Short, so that each
-/// checkpoint is small: the writer waits for it, and under 16-connection load a 1 s interval
-/// gave submit a p99 of 73 ms, 100 ms gave 28 ms, 25 ms gives 10 ms (bench/api-load.sh).
+/// Under `synchronous = NORMAL` this bounds what a power cut can lose.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
+/// The writer also checkpoints as soon as the WAL holds this many frames (pages of 4 KiB,
+/// so 1 MiB), whatever the time. The writer waits for its checkpoints and a checkpoint's cost
+/// grows with the pages it copies, so this bounds the stall that submits queued behind it see:
+/// at 13,000 submits/s the 25 ms interval alone let 2,300 frames pile up and each checkpoint
+/// took 7 ms, the submit p99 (bench/api-load.sh: 8.4 ms); at 256 frames a checkpoint takes
+/// about 1 ms and the p99 is 3.8 ms, at the same throughput (bench/results/api-load.txt).
+pub const CHECKPOINT_FRAMES: u32 = 256;
 /// Read-only connections kept for reuse; more are opened when needed and then dropped.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -56,6 +63,11 @@ pub struct LocalDbOptions {
     /// On this project's VM an fsync takes 1.5 to 8 ms, longer than the whole latency budget
     /// of a submit, so `oven serve` uses NORMAL.
     pub fsync_every_commit: bool,
+    /// The writer checkpoints at least this often while there are commits to copy
+    /// (default [`CHECKPOINT_EVERY`]).
+    pub checkpoint_every: Duration,
+    /// ... and as soon as the WAL holds this many frames (default [`CHECKPOINT_FRAMES`]).
+    pub checkpoint_frames: u32,
 }
 
 impl Default for LocalDbOptions {
@@ -67,6 +79,8 @@ impl Default for LocalDbOptions {
             ),
             max_receives: 3,
             fsync_every_commit: false,
+            checkpoint_every: CHECKPOINT_EVERY,
+            checkpoint_frames: CHECKPOINT_FRAMES,
         }
     }
 }
@@ -98,7 +112,8 @@ type Reply<T> = oneshot::Sender<T>;
 
 /// A write, as sent to the writer thread.
 enum Op {
-    Create(Job, bool, Reply<Result<(), CreateError>>),
+    /// A new job's row (serialised by the caller) and whether to queue its message.
+    Create(Box<JobRow>, bool, Reply<Result<(), CreateError>>),
     Transition(JobId, Transition, Reply<Result<Job, TransitionError>>),
     Send(JobId, Reply<Result<(), BackendError>>),
     Receive(usize, Reply<Result<Vec<Delivery>, BackendError>>),
@@ -251,11 +266,16 @@ impl LocalDb {
         let weak = Arc::downgrade(&inner);
         let visibility = inner.options.visibility_timeout;
         let max_receives = inner.options.max_receives;
+        let checkpoint_every = inner.options.checkpoint_every;
+        let checkpoint_frames = inner.options.checkpoint_frames;
         std::thread::Builder::new()
             .name("oven-sqlite-writer".into())
             .spawn(move || {
+                conn.wal_hook(Some(count_wal_frames));
                 Writer {
                     conn,
+                    checkpoint_every,
+                    checkpoint_frames,
                     visibility,
                     max_receives,
                 }
@@ -293,7 +313,8 @@ impl LocalDb {
     /// both are durable, and neither exists without the other. Equivalent to
     /// [`JobStore::create`] followed by [`JobQueue::send`], at the cost of one write.
     pub async fn submit(&self, job: &Job) -> Result<(), CreateError> {
-        self.call(|tx| Op::Create(job.clone(), true, tx), |e| Err(e.into()))
+        let row = Box::new(JobRow::new(job).map_err(|e| CreateError::from(backend(e)))?);
+        self.call(|tx| Op::Create(row, true, tx), |e| Err(e.into()))
             .await
     }
 
@@ -415,9 +436,24 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+thread_local! {
+    /// Frames in the WAL after the last commit on this thread's connection ([`count_wal_frames`]).
+    /// Only the writer thread's connection has the hook, so on that thread this is its WAL.
+    static WAL_FRAMES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// SQLite's WAL hook (`sqlite3_wal_hook`), called after each commit with the frames now in the
+/// WAL. Installing it also replaces SQLite's own auto-checkpoint, which is off here anyway.
+fn count_wal_frames(_: &rusqlite::hooks::Wal, frames: std::os::raw::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|n| n.set(u32::try_from(frames).unwrap_or(0)));
+    Ok(())
+}
+
 /// The one thread that writes.
 struct Writer {
     conn: Connection,
+    checkpoint_every: Duration,
+    checkpoint_frames: u32,
     visibility: Duration,
     max_receives: u32,
 }
@@ -431,7 +467,9 @@ impl Writer {
         loop {
             let first = if dirty {
                 // Idle with commits not yet checkpointed: wait no longer than the next one is due.
-                let due = CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed());
+                let due = self
+                    .checkpoint_every
+                    .saturating_sub(last_checkpoint.elapsed());
                 match rx.recv_timeout(due) {
                     Ok(op) => Some(op),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -462,7 +500,8 @@ impl Writer {
                     }
                 }
             }
-            if dirty && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            let wal_full = WAL_FRAMES.with(|n| n.get()) >= self.checkpoint_frames;
+            if dirty && (wal_full || last_checkpoint.elapsed() >= self.checkpoint_every) {
                 self.checkpoint();
                 last_checkpoint = Instant::now();
                 dirty = false;
@@ -496,10 +535,10 @@ impl Writer {
             let now = Millis::now();
             for op in batch.drain(..) {
                 answers.push(match op {
-                    Op::Create(job, with_message, reply) => {
-                        let r = insert_job(&tx, &job)?;
+                    Op::Create(row, with_message, reply) => {
+                        let r = insert_job(&tx, &row)?;
                         if r.is_ok() && with_message {
-                            enqueue(&tx, job.id, now)?;
+                            enqueue(&tx, &row.id_text, now)?;
                             sent = true;
                         }
                         Answer::Create(reply, r)
@@ -508,7 +547,7 @@ impl Writer {
                         Answer::Transition(reply, transition(&tx, id, &t, now)?)
                     }
                     Op::Send(id, reply) => {
-                        enqueue(&tx, id, now)?;
+                        enqueue(&tx, &id.to_string(), now)?;
                         sent = true;
                         Answer::Unit(reply)
                     }
@@ -608,11 +647,47 @@ fn receive(
     Ok(out)
 }
 
-fn insert_job(tx: &Transaction<'_>, job: &Job) -> rusqlite::Result<Result<(), CreateError>> {
-    let result = match &job.result {
-        Some(r) => Some(serde_json::to_string(r).map_err(conversion)?),
-        None => None,
-    };
+/// A job as its `jobs` row: built on the caller's thread, so that the one writer thread only
+/// binds strings (serialising the request and freeing its JSON tree there took a third of the
+/// writer's time under bench/api-load.sh).
+struct JobRow {
+    id: JobId,
+    /// `id` as stored: hyphenated text.
+    id_text: String,
+    state: &'static str,
+    request: String,
+    request_hash: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    lease_until: Option<i64>,
+    attempt: u32,
+    result: Option<String>,
+    error: Option<String>,
+    expires_at: i64,
+}
+
+impl JobRow {
+    fn new(job: &Job) -> Result<JobRow, serde_json::Error> {
+        Ok(JobRow {
+            id: job.id,
+            id_text: job.id.to_string(),
+            state: job.state.as_str(),
+            request: serde_json::to_string(&job.request)?,
+            request_hash: job.request_hash.clone(),
+            created_at: job.created_at.0,
+            started_at: job.started_at.map(|m| m.0),
+            finished_at: job.finished_at.map(|m| m.0),
+            lease_until: job.lease_until.map(|m| m.0),
+            attempt: job.attempt,
+            result: job.result.as_ref().map(serde_json::to_string).transpose()?,
+            error: job.error.clone(),
+            expires_at: job.expires_at.0,
+        })
+    }
+}
+
+fn insert_job(tx: &Transaction<'_>, row: &JobRow) -> rusqlite::Result<Result<(), CreateError>> {
     let n = tx
         .prepare_cached(
             "INSERT INTO jobs (id, state, request, request_hash, created_at, started_at, \
@@ -621,29 +696,30 @@ fn insert_job(tx: &Transaction<'_>, job: &Job) -> rusqlite::Result<Result<(), Cr
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(params![
-            job.id.to_string(),
-            job.state.as_str(),
-            serde_json::to_string(&job.request).map_err(conversion)?,
-            job.request_hash,
-            job.created_at.0,
-            job.started_at.map(|m| m.0),
-            job.finished_at.map(|m| m.0),
-            job.lease_until.map(|m| m.0),
-            job.attempt,
-            result,
-            job.error,
-            job.expires_at.0,
+            row.id_text,
+            row.state,
+            row.request,
+            row.request_hash,
+            row.created_at,
+            row.started_at,
+            row.finished_at,
+            row.lease_until,
+            row.attempt,
+            row.result,
+            row.error,
+            row.expires_at,
         ])?;
     Ok(if n == 0 {
-        Err(CreateError::Exists(job.id))
+        Err(CreateError::Exists(row.id))
     } else {
         Ok(())
     })
 }
 
-fn enqueue(tx: &Transaction<'_>, id: JobId, now: Millis) -> rusqlite::Result<()> {
+/// Queues a message for the job whose id is `id` (hyphenated text).
+fn enqueue(tx: &Transaction<'_>, id: &str, now: Millis) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO queue (job_id, sent_at, visible_at) VALUES (?1, ?2, ?2)")?
-        .execute(params![id.to_string(), now.0])?;
+        .execute(params![id, now.0])?;
     Ok(())
 }
 
@@ -729,7 +805,8 @@ fn purge(tx: &Transaction<'_>, before: Millis, limit: usize) -> rusqlite::Result
 #[async_trait]
 impl JobStore for LocalDb {
     async fn create(&self, job: &Job) -> Result<(), CreateError> {
-        self.call(|tx| Op::Create(job.clone(), false, tx), |e| Err(e.into()))
+        let row = Box::new(JobRow::new(job).map_err(|e| CreateError::from(backend(e)))?);
+        self.call(|tx| Op::Create(row, false, tx), |e| Err(e.into()))
             .await
     }
 

@@ -13,7 +13,9 @@ mod db;
 use std::path::{Path, PathBuf};
 
 pub use artifacts::LocalArtifacts;
-pub use db::{DeadLetter, LocalDb, LocalDbOptions, OpenError, CHECKPOINT_EVERY, MAX_BATCH};
+pub use db::{
+    DeadLetter, LocalDb, LocalDbOptions, OpenError, CHECKPOINT_EVERY, CHECKPOINT_FRAMES, MAX_BATCH,
+};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "oven.sqlite3";
