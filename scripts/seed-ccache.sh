@@ -17,8 +17,8 @@
 #   CACHE_DIR      where the cache goes (created; an existing cache is added to)
 #   KEYMAPS_DIR    optional: keymap.json files to take each keyboard's keymap from (the
 #                  Configurator's bundled public/keymaps/); otherwise the tree's
-#                  keyboards/<kb>/keymaps/default/keymap.json, else `qmk c2json` of its
-#                  default keymap.
+#                  keyboards/<kb>/keymaps/default/keymap.json, else a one-layer keymap
+#                  of KC_NO made from the keyboard's layout (`qmk info`).
 #
 # Needs: ccache, qmk and the toolchains on PATH; `oven` on PATH or OVEN_BIN. Prints the cache
 # statistics and its size. Keyboards that do not build are reported and skipped.
@@ -59,8 +59,20 @@ keymap_of() { # keymap_of KB -> path of a keymap.json for it, or nothing
   fi
   f="$tree/keyboards/$kb/keymaps/default/keymap.json"
   [ -f "$f" ] && { echo "$f"; return; }
-  if (cd "$tree" && QMK_HOME=$tree qmk c2json -kb "$kb" -km default -o "$scratch/$$.json" --no-cpp \
-      "keyboards/$kb/keymaps/default/keymap.c") >/dev/null 2>&1; then
+  # No JSON keymap: one made from the keyboard's layout (`qmk info`), every key KC_NO. What the
+  # keys are does not matter: only the units that do not depend on the keymap are kept.
+  # (`qmk c2json --no-cpp` of the C default keymap was tried: it keeps layer names such as
+  # MO(_FN), which a JSON keymap cannot define, and misses keymaps in a parent folder.)
+  if (cd "$tree" && QMK_HOME=$tree qmk info -kb "$kb" -f json 2>/dev/null) | python3 -c '
+import json, sys
+kb, out = sys.argv[1], sys.argv[2]
+layouts = json.load(sys.stdin).get("layouts") or {}
+if not layouts:
+    sys.exit(1)
+name = "LAYOUT" if "LAYOUT" in layouts else next(iter(layouts))
+keys = ["KC_NO"] * len(layouts[name]["layout"])
+json.dump({"version": 1, "keyboard": kb, "keymap": "oven_seed", "layout": name, "layers": [keys]}, open(out, "w"))
+' "$kb" "$scratch/$$.json"; then
     echo "$scratch/$$.json"
   fi
 }
