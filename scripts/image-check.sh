@@ -11,7 +11,8 @@
 #     --backend aws --no-worker) created in moto server;
 #  4. passes when each job finishes with returncode 0 and its firmware, fetched through the
 #     download route's presigned URL, is valid Intel HEX (every record's checksum) or a .bin of
-#     sane size. Prints the image size and the time of a cold and a warm compile (dz60).
+#     sane size (for a DFU keyboard, ending in the DFU suffix). Prints the image size and the time of a
+#     cold and a warm compile (dz60) and of an STM32 DFU keyboard's (planck/rev6).
 #
 # Needs root (unshare, mount, chroot), podman, python3, curl, and the venv scripts/test.sh makes
 # (moto server, cargo-lambda, boto3). Settings (environment):
@@ -184,9 +185,9 @@ for r in event["Records"]:
 EOF
 }
 check_firmware() {
-  "$py" - "$1" "$2" <<'EOF'
+  "$py" - "$1" "$2" "${3:-}" <<'EOF'
 import sys
-path, name = sys.argv[1], sys.argv[2]
+path, name, dfu = sys.argv[1], sys.argv[2], sys.argv[3] == "dfu"
 data = open(path, "rb").read()
 if name.endswith(".hex"):
     n, eof = 0, False
@@ -205,7 +206,7 @@ else:
 EOF
 }
 
-compile_one() { # $1 label, $2 keymap.json
+compile_one() { # $1 label, $2 keymap.json, $3 "dfu": the .bin must carry a DFU suffix
   local label=$1 id t0 t1 doc status name
   id=$(curl -fsS -H 'content-type: application/json' --data-binary "@$2" "$api/v1/compile" |
     "$py" -c 'import json,sys; print(json.load(sys.stdin)["job_id"])')
@@ -225,12 +226,14 @@ compile_one() { # $1 label, $2 keymap.json
   curl -fsSL -D "$scratch/$label.headers" -o "$scratch/$label.fw" "$api/v1/compile/$id/download"
   grep -qi "content-disposition: attachment; filename=\"$name\"" "$scratch/$label.headers" ||
     fail "$label: download without the file name $name"
-  check_firmware "$scratch/$label.fw" "$name"
+  check_firmware "$scratch/$label.fw" "$name" "${3:-}"
   printf 'compile %-5s invocation %6.1f s (qmk compile %s s)\n' "$label" \
     "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" "$secs"
 }
 
 compile_one cold bench/keymaps/dz60.json
 compile_one warm bench/keymaps/dz60_b.json
+# An STM32 DFU keyboard: ARM, ChibiOS, and the dfu-suffix step after linking.
+compile_one arm bench/keymaps/planck_rev6.json dfu
 grep -q '"level":"ERROR"' "$scratch/function.log" && { grep '"level":"ERROR"' "$scratch/function.log" | head; fail "the function logged errors"; }
 echo "image-check: passed"

@@ -99,7 +99,9 @@ while read -r kb _; do
     # The keyboards builds use the seed for (oven/src/worker/build.rs, SEED_KEYBOARDS).
     grep -qxF "$folder" "$cache/oven-keyboards.txt" 2>/dev/null || echo "$folder" >>"$cache/oven-keyboards.txt"
   else
-    failed=$((failed + 1)); echo "skip $kb: build failed ($state)" >&2
+    failed=$((failed + 1)); echo "skip $kb: build failed ($state); the end of its log:" >&2
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]).get("result") or {}; print(r.get("output", "")[-1500:])' "$doc" |
+      sed 's/^/    /' >&2
   fi
 done <"$list"
 

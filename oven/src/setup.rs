@@ -849,12 +849,16 @@ fn install_hint(debian_packages: &[&str]) -> String {
     }
 }
 
-/// The tools QMK builds with, each with the version flag to probe it.
-const TOOLS: [(&str, &str); 6] = [
+/// The tools QMK builds with, each with the version flag to probe it. `dfu-suffix` (package
+/// dfu-util) is not a flasher here: QMK's make runs it on the .bin of every STM32, APM32 and
+/// GD32V DFU keyboard after linking (`builddefs/common_rules.mk`), and those builds fail
+/// without it.
+const TOOLS: [(&str, &str); 7] = [
     ("avr-gcc", "-dumpversion"),
     ("arm-none-eabi-gcc", "-dumpversion"),
     ("riscv32-unknown-elf-gcc", "-dumpversion"),
     ("riscv64-unknown-elf-gcc", "-dumpversion"),
+    ("dfu-suffix", "--version"),
     ("make", "--version"),
     ("git", "--version"),
 ];
@@ -883,7 +887,7 @@ pub fn probe_toolchains(path: &str) -> BTreeMap<String, Option<String>> {
 pub fn missing_tools(found: &BTreeMap<String, Option<String>>) -> Vec<&'static str> {
     let has = |t: &str| found.get(t).is_some_and(|v| v.is_some());
     let mut missing = Vec::new();
-    for t in ["avr-gcc", "arm-none-eabi-gcc", "make", "git"] {
+    for t in ["avr-gcc", "arm-none-eabi-gcc", "dfu-suffix", "make", "git"] {
         if !has(t) {
             missing.push(t);
         }
@@ -990,6 +994,7 @@ fn packages(manager: PackageManager, tool: &str) -> &'static [&'static str] {
         // QMK's tap brings avr-gcc and arm-none-eabi-gcc with it.
         (Brew, "avr-gcc" | "arm-none-eabi-gcc") => &["qmk/qmk/qmk"],
         (Brew, "make") => &["make"],
+        (_, "dfu-suffix") => &["dfu-util"],
         (_, "make") => &["make"],
         (_, "git") => &["git"],
         _ => &[],
@@ -1193,6 +1198,24 @@ mod tests {
         found.insert("riscv32-unknown-elf-gcc".into(), None);
         found.insert("avr-gcc".into(), None);
         assert_eq!(missing_tools(&found), ["avr-gcc", RISCV]);
+    }
+
+    /// QMK's make runs dfu-suffix on DFU keyboards' .bin files: a system without it cannot
+    /// build them (the compile image lacked it: every STM32 DFU keyboard failed with exit 127).
+    #[test]
+    fn dfu_suffix_is_a_build_tool() {
+        let mut found: BTreeMap<String, Option<String>> = TOOLS
+            .iter()
+            .map(|(t, _)| (t.to_string(), Some("1".to_string())))
+            .collect();
+        found.insert("dfu-suffix".into(), None);
+        assert_eq!(missing_tools(&found), ["dfu-suffix"]);
+        let debian = OsInfo {
+            id: "debian".into(),
+            like: vec![],
+        };
+        let cmds = install_commands(&debian, &["dfu-suffix"], true).unwrap();
+        assert_eq!(cmds.last().unwrap().last().unwrap(), "dfu-util");
     }
 
     #[test]
