@@ -202,7 +202,11 @@ if name.endswith(".hex"):
     print(f"{name}: valid Intel HEX, {n} bytes of firmware")
 else:
     assert 1024 <= len(data) <= 16 << 20, f"{len(data)} bytes"
-    print(f"{name}: {len(data)} bytes")
+    if dfu:
+        # A DFU keyboard's .bin ends in the suffix QMK's make appends with dfu-suffix:
+        # ... "UFD", bLength 16, CRC (DFU 1.1 spec, section B.1).
+        assert data[-8:-5] == b"UFD" and data[-5] == 16, f"{name}: no DFU suffix"
+    print(f"{name}: {len(data)} bytes{' with a DFU suffix' if dfu else ''}")
 EOF
 }
 
