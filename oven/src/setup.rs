@@ -1187,12 +1187,17 @@ mod tests {
         assert_eq!(cmds, [["brew", "install", "qmk/qmk/qmk"]]);
     }
 
-    #[test]
-    fn riscv_counts_under_either_prefix() {
-        let mut found: BTreeMap<String, Option<String>> = TOOLS
+    /// Every tool of [`TOOLS`] found, at version "1".
+    fn all_tools_found() -> BTreeMap<String, Option<String>> {
+        TOOLS
             .iter()
             .map(|(t, _)| (t.to_string(), Some("1".to_string())))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn riscv_counts_under_either_prefix() {
+        let mut found = all_tools_found();
         found.insert("riscv64-unknown-elf-gcc".into(), None);
         assert!(missing_tools(&found).is_empty());
         found.insert("riscv32-unknown-elf-gcc".into(), None);
@@ -1204,10 +1209,7 @@ mod tests {
     /// build them (the compile image lacked it: every STM32 DFU keyboard failed with exit 127).
     #[test]
     fn dfu_suffix_is_a_build_tool() {
-        let mut found: BTreeMap<String, Option<String>> = TOOLS
-            .iter()
-            .map(|(t, _)| (t.to_string(), Some("1".to_string())))
-            .collect();
+        let mut found = all_tools_found();
         found.insert("dfu-suffix".into(), None);
         assert_eq!(missing_tools(&found), ["dfu-suffix"]);
         let debian = OsInfo {
