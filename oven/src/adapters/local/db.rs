@@ -114,7 +114,8 @@ type Reply<T> = oneshot::Sender<T>;
 enum Op {
     /// A new job's row (serialised by the caller) and whether to queue its message.
     Create(Box<JobRow>, bool, Reply<Result<(), CreateError>>),
-    Transition(JobId, Transition, Reply<Result<Job, TransitionError>>),
+    /// Boxed: a finishing transition carries the whole result document.
+    Transition(JobId, Box<Transition>, Reply<Result<Job, TransitionError>>),
     Send(JobId, Reply<Result<(), BackendError>>),
     Receive(usize, Reply<Result<Vec<Delivery>, BackendError>>),
     Ack(i64, u32, Reply<Result<(), BackendError>>),
@@ -815,8 +816,11 @@ impl JobStore for LocalDb {
     }
 
     async fn transition(&self, id: JobId, transition: Transition) -> Result<Job, TransitionError> {
-        self.call(|tx| Op::Transition(id, transition, tx), |e| Err(e.into()))
-            .await
+        self.call(
+            |tx| Op::Transition(id, Box::new(transition), tx),
+            |e| Err(e.into()),
+        )
+        .await
     }
 
     async fn expired_leases(&self, before: Millis, limit: usize) -> Result<Vec<Job>, BackendError> {
