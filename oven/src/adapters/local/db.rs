@@ -60,8 +60,8 @@ pub struct LocalDbOptions {
     /// `false` (default): `NORMAL`: an answered write survives a crash or kill of the process
     /// at once (it is in the WAL, in the OS page cache) and a power cut or kernel crash after
     /// the next checkpoint, at most [`CHECKPOINT_EVERY`] later, when the WAL is fsynced.
-    /// On this project's VM an fsync takes 1.5 to 8 ms, longer than the whole latency budget
-    /// of a submit, so `oven serve` uses NORMAL.
+    /// `oven serve` uses FULL, so every accepted job is on disk before its submit is answered
+    /// (`--bench-no-fsync`, for bench/api-load.sh's comparison only, turns it off).
     pub fsync_every_commit: bool,
     /// The writer checkpoints at least this often while there are commits to copy
     /// (default [`CHECKPOINT_EVERY`]).
