@@ -72,7 +72,7 @@ pub const WORK_DIR: &str = "OVEN_WORK_DIR";
 /// as ccache's second level when it exists; unset: no seed.
 pub const CCACHE_SEED: &str = "OVEN_CCACHE_SEED";
 /// `0`: builds never use ccache; `1`: every build does (when it is on PATH); otherwise only
-/// builds of the keyboards the seed lists ([`crate::worker::build::use_ccache`]).
+/// builds of the keyboards the seed lists ([`crate::worker::build::CcachePolicy`]).
 pub const CCACHE: &str = "OVEN_CCACHE";
 /// `0`: builds run QMK's `cc-option` probe per unit, as QMK does (for A/B benchmarks; see
 /// `worker::ccoption`).

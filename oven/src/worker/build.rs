@@ -25,7 +25,8 @@ pub struct TreeInfo {
     /// The commit's time in seconds since the epoch ([`tree::firmware_commit_time`]).
     pub commit_time: Option<i64>,
     pub toolchains: std::collections::BTreeMap<String, String>,
-    pub ccache: bool,
+    /// Which builds use ccache, and its seed.
+    pub ccache: CcachePolicy,
     /// `qmk compile` arguments memoising QMK's `cc-option` probe (see [`super::ccoption`]);
     /// none when the tree has another probe or `OVEN_CC_OPTION_MEMO=0`.
     pub cc_option: Vec<String>,
@@ -48,8 +49,7 @@ impl TreeInfo {
             commit: tree::firmware_commit(home),
             commit_time: tree::firmware_commit_time(home),
             toolchains: tree::toolchains(&cfg.path, &cfg.qmk),
-            ccache: on_path(&cfg.path, "ccache")
-                && !std::env::var(crate::config::CCACHE).is_ok_and(|v| v == "0"),
+            ccache: CcachePolicy::from_env(on_path(&cfg.path, "ccache")),
             cc_option: if std::env::var(crate::config::CC_OPTION_MEMO).is_ok_and(|v| v == "0") {
                 Vec::new()
             } else {
@@ -201,13 +201,12 @@ pub async fn build(
         ("TMPDIR".into(), job_dir.display().to_string()),
         ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
     ];
-    let seed = ccache_seed();
-    let always = std::env::var(crate::config::CCACHE).is_ok_and(|v| v == "1");
-    if tree.ccache && use_ccache(always, seed.as_ref(), keyboard_folder) {
+    if tree.ccache.used_for(keyboard_folder) {
         args.extend(["-e".into(), "USE_CCACHE=yes".into()]);
+        let seed = tree.ccache.seed.as_ref();
         env.extend(ccache_env(
             &cfg.work_root,
-            seed.as_ref().map(|(p, w)| (p.as_path(), *w)),
+            seed.map(|s| (s.dir.as_path(), s.write)),
         ));
     }
     // make's qmk commands, this `qmk compile` and the warm path's `json2c` through the fork
@@ -272,34 +271,83 @@ pub async fn build(
     })
 }
 
-/// The directory of the compiler cache seeded ahead of time (the compile image's, made by
-/// `scripts/seed-ccache.sh`), from [`crate::config::CCACHE_SEED`], and whether builds write to
-/// it ([`crate::config::CCACHE_SEED_WRITE`] = `1`, what the seeding does); `None` when unset
-/// or not a directory.
-fn ccache_seed() -> Option<(PathBuf, bool)> {
-    let dir = std::env::var_os(crate::config::CCACHE_SEED)
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())?;
-    let write = std::env::var(crate::config::CCACHE_SEED_WRITE).is_ok_and(|v| v == "1");
-    Some((dir, write))
-}
-
 /// The file of a seed that lists the keyboard folders it was made with, one per line
 /// (`scripts/seed-ccache.sh` writes it).
 pub const SEED_KEYBOARDS: &str = "oven-keyboards.txt";
 
-/// Whether a build of `keyboard_folder` uses ccache (when it is on PATH and not turned off with
-/// `OVEN_CCACHE=0`): `always` (`OVEN_CCACHE=1`), while seeding, or when the seed lists the
-/// keyboard. Otherwise a build cannot hit (hits need the keyboard's own flags; make's own
-/// incremental build already serves a keyboard's next jobs) and every miss costs: measured
-/// (bench/first-build.md) a first build's compile at +5-12 % CPU and a warm job at +0.6 s.
-pub fn use_ccache(always: bool, seed: Option<&(PathBuf, bool)>, keyboard_folder: &str) -> bool {
-    always
-        || seed.is_some_and(|(dir, write)| {
-            *write
-                || std::fs::read_to_string(dir.join(SEED_KEYBOARDS))
-                    .is_ok_and(|t| t.lines().any(|l| l.trim() == keyboard_folder))
+/// Which builds use ccache: decided once per worker ([`TreeInfo::load`]) from the build PATH,
+/// [`crate::config::CCACHE`] and the seed.
+#[derive(Debug, Clone, Default)]
+pub struct CcachePolicy {
+    /// ccache is on the build PATH and not turned off (`OVEN_CCACHE=0`).
+    pub available: bool,
+    /// Every build uses it (`OVEN_CCACHE=1`).
+    pub always: bool,
+    pub seed: Option<CcacheSeed>,
+}
+
+/// The compiler cache seeded ahead of time (the compile image's, made by
+/// `scripts/seed-ccache.sh`).
+#[derive(Debug, Clone)]
+pub struct CcacheSeed {
+    /// [`crate::config::CCACHE_SEED`], when it names a directory.
+    pub dir: PathBuf,
+    /// Builds write to it ([`crate::config::CCACHE_SEED_WRITE`] = `1`, what the seeding does);
+    /// otherwise they only read it.
+    pub write: bool,
+    /// The keyboard folders it was made with ([`SEED_KEYBOARDS`]), read when the worker
+    /// starts: a read-only seed does not change under it.
+    pub keyboards: std::collections::BTreeSet<String>,
+}
+
+impl CcacheSeed {
+    /// The seed at `dir` (`None` unless a directory), with its keyboard list.
+    pub fn open(dir: PathBuf, write: bool) -> Option<CcacheSeed> {
+        if !dir.is_dir() {
+            return None;
+        }
+        let keyboards = std::fs::read_to_string(dir.join(SEED_KEYBOARDS))
+            .map(|t| {
+                t.lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(CcacheSeed {
+            dir,
+            write,
+            keyboards,
         })
+    }
+}
+
+impl CcachePolicy {
+    /// The policy the environment sets, for a build PATH with (`on_path`) or without ccache.
+    pub fn from_env(on_path: bool) -> CcachePolicy {
+        let setting = std::env::var(crate::config::CCACHE).ok();
+        let write = std::env::var(crate::config::CCACHE_SEED_WRITE).is_ok_and(|v| v == "1");
+        CcachePolicy {
+            available: on_path && setting.as_deref() != Some("0"),
+            always: setting.as_deref() == Some("1"),
+            seed: std::env::var_os(crate::config::CCACHE_SEED)
+                .and_then(|d| CcacheSeed::open(PathBuf::from(d), write)),
+        }
+    }
+
+    /// Whether a build of `keyboard_folder` uses ccache: when available, and `always`, while
+    /// seeding, or when the seed lists the keyboard. Otherwise a build cannot hit (hits need
+    /// the keyboard's own flags; make's own incremental build already serves a keyboard's next
+    /// jobs) and every miss costs: measured (bench/first-build.md) a first build's compile at
+    /// +5-12 % CPU and a warm job at +0.6 s.
+    pub fn used_for(&self, keyboard_folder: &str) -> bool {
+        self.available
+            && (self.always
+                || self
+                    .seed
+                    .as_ref()
+                    .is_some_and(|s| s.write || s.keyboards.contains(keyboard_folder)))
+    }
 }
 
 /// ccache's settings for a build under `work_root`: its own writable cache in
@@ -562,24 +610,31 @@ mod tests {
     #[test]
     fn ccache_is_used_where_it_can_hit() {
         let d = tempfile::tempdir().unwrap();
-        let seed = (d.path().to_path_buf(), false);
-        assert!(!use_ccache(false, None, "dz60"), "no seed: no hits");
-        assert!(use_ccache(true, None, "dz60"), "OVEN_CCACHE=1");
+        let policy = |always, seed| CcachePolicy {
+            available: true,
+            always,
+            seed,
+        };
+        let read_only = || CcacheSeed::open(d.path().to_path_buf(), false);
+        assert!(!policy(false, None).used_for("dz60"), "no seed: no hits");
+        assert!(policy(true, None).used_for("dz60"), "OVEN_CCACHE=1");
+        let off = CcachePolicy {
+            available: false,
+            ..policy(true, None)
+        };
+        assert!(!off.used_for("dz60"), "not on PATH, or OVEN_CCACHE=0");
         assert!(
-            !use_ccache(false, Some(&seed), "dz60"),
+            !policy(false, read_only()).used_for("dz60"),
             "a seed without a list"
         );
         std::fs::write(d.path().join(SEED_KEYBOARDS), "planck/rev6\ndz60\n").unwrap();
-        assert!(use_ccache(false, Some(&seed), "dz60"));
-        assert!(use_ccache(false, Some(&seed), "planck/rev6"));
-        assert!(
-            !use_ccache(false, Some(&seed), "planck"),
-            "another keyboard"
-        );
-        assert!(
-            use_ccache(false, Some(&(d.path().into(), true)), "x"),
-            "seeding"
-        );
+        let listed = policy(false, read_only());
+        assert!(listed.used_for("dz60"));
+        assert!(listed.used_for("planck/rev6"));
+        assert!(!listed.used_for("planck"), "another keyboard");
+        let seeding = policy(false, CcacheSeed::open(d.path().to_path_buf(), true));
+        assert!(seeding.used_for("x"), "seeding");
+        assert!(CcacheSeed::open(d.path().join("absent"), false).is_none());
     }
 
     #[test]

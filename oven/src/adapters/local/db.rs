@@ -539,7 +539,7 @@ impl Writer {
                     Op::Create(row, with_message, reply) => {
                         let r = insert_job(&tx, &row)?;
                         if r.is_ok() && with_message {
-                            enqueue(&tx, &row.id_text, now)?;
+                            enqueue(&tx, row.id, now)?;
                             sent = true;
                         }
                         Answer::Create(reply, r)
@@ -548,7 +548,7 @@ impl Writer {
                         Answer::Transition(reply, transition(&tx, id, &t, now)?)
                     }
                     Op::Send(id, reply) => {
-                        enqueue(&tx, &id.to_string(), now)?;
+                        enqueue(&tx, id, now)?;
                         sent = true;
                         Answer::Unit(reply)
                     }
@@ -653,8 +653,6 @@ fn receive(
 /// writer's time under bench/api-load.sh).
 struct JobRow {
     id: JobId,
-    /// `id` as stored: hyphenated text.
-    id_text: String,
     state: &'static str,
     request: String,
     request_hash: String,
@@ -672,7 +670,6 @@ impl JobRow {
     fn new(job: &Job) -> Result<JobRow, serde_json::Error> {
         Ok(JobRow {
             id: job.id,
-            id_text: job.id.to_string(),
             state: job.state.as_str(),
             request: serde_json::to_string(&job.request)?,
             request_hash: job.request_hash.clone(),
@@ -697,7 +694,7 @@ fn insert_job(tx: &Transaction<'_>, row: &JobRow) -> rusqlite::Result<Result<(),
              ON CONFLICT (id) DO NOTHING",
         )?
         .execute(params![
-            row.id_text,
+            row.id.to_string(),
             row.state,
             row.request,
             row.request_hash,
@@ -717,10 +714,9 @@ fn insert_job(tx: &Transaction<'_>, row: &JobRow) -> rusqlite::Result<Result<(),
     })
 }
 
-/// Queues a message for the job whose id is `id` (hyphenated text).
-fn enqueue(tx: &Transaction<'_>, id: &str, now: Millis) -> rusqlite::Result<()> {
+fn enqueue(tx: &Transaction<'_>, id: JobId, now: Millis) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO queue (job_id, sent_at, visible_at) VALUES (?1, ?2, ?2)")?
-        .execute(params![id, now.0])?;
+        .execute(params![id.to_string(), now.0])?;
     Ok(())
 }
 
