@@ -31,6 +31,81 @@ pub struct BuildArgs {
     /// percentage of all keyboards, e.g. `5` or `1%`.
     #[arg(long, default_value = "0")]
     pub max_failures: FailureLimit,
+    /// The time every `last_updated` field says: `now` (the clock, as `qmk generate-api`),
+    /// `commit` (the checkout's commit time, so a rebuild of the same commit is byte for byte
+    /// the same and `publish` uploads nothing), or seconds since the Unix epoch. Without it,
+    /// `SOURCE_DATE_EPOCH` when set (reproducible-builds.org), else the clock.
+    #[arg(long)]
+    pub last_updated: Option<LastUpdated>,
+}
+
+/// What `last_updated` stamps say ([`BuildArgs::last_updated`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LastUpdated {
+    Now,
+    Commit,
+    /// Seconds since the Unix epoch.
+    At(i64),
+}
+
+impl FromStr for LastUpdated {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "now" => Ok(LastUpdated::Now),
+            "commit" => Ok(LastUpdated::Commit),
+            t => t
+                .parse::<i64>()
+                .ok()
+                .filter(|t| *t >= 0)
+                .map(LastUpdated::At)
+                .ok_or_else(|| {
+                    format!(
+                        "--last-updated: expected now, commit or seconds since the Unix epoch, \
+                         got {s:?}"
+                    )
+                }),
+        }
+    }
+}
+
+impl LastUpdated {
+    /// The choice when `--last-updated` is not given: `SOURCE_DATE_EPOCH` (`source_date_epoch`,
+    /// its value) when set, else the clock.
+    pub fn by_default(source_date_epoch: Option<&str>) -> anyhow::Result<LastUpdated> {
+        match source_date_epoch {
+            None => Ok(LastUpdated::Now),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|t| *t >= 0)
+                .map(LastUpdated::At)
+                .with_context(|| {
+                    format!("SOURCE_DATE_EPOCH: expected seconds since the Unix epoch, got {v:?}")
+                }),
+        }
+    }
+
+    /// The stamp for a build of the checkout at `qmk_home`, as `qmk generate-api` formats it.
+    /// Errors: `commit` on a checkout with neither `.git` nor `version.txt`.
+    pub fn stamp(self, qmk_home: &Path) -> anyhow::Result<String> {
+        let secs = match self {
+            LastUpdated::Now => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()) as i64,
+            LastUpdated::At(t) => t,
+            LastUpdated::Commit => oven::worker::tree::firmware_commit_time(qmk_home)
+                .with_context(|| {
+                    format!(
+                        "--last-updated commit: {} has no commit time (neither a git checkout \
+                         nor a version.txt)",
+                        qmk_home.display()
+                    )
+                })?,
+        };
+        Ok(datetime(secs))
+    }
 }
 
 /// A failure threshold: an absolute count or a percentage.
@@ -81,11 +156,9 @@ pub struct Summary {
     pub files: usize,
 }
 
-/// `strftime("%Y-%m-%d %H:%M:%S %Z", gmtime())`.
-pub fn current_datetime() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
+/// `secs` (since the Unix epoch) as `qmk generate-api` writes `last_updated`:
+/// `strftime("%Y-%m-%d %H:%M:%S %Z", gmtime(secs))`.
+pub fn datetime(secs: i64) -> String {
     let (y, m, d, hh, mm, ss) = metadata_gen::civil::utc(secs);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} GMT")
 }
@@ -266,7 +339,11 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
     );
     let out = &args.out;
     let v1 = out.join("v1");
-    let now = current_datetime();
+    let when = match args.last_updated {
+        Some(w) => w,
+        None => LastUpdated::by_default(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?,
+    };
+    let now = when.stamp(home)?;
 
     // Resolution first: nothing is written when too many keyboards fail.
     let maps = Mappings {
@@ -524,8 +601,39 @@ mod tests {
 
     #[test]
     fn datetime_shape() {
-        let s = current_datetime();
+        assert_eq!(datetime(1_649_009_053), "2022-04-03 18:04:13 GMT");
+        let s = LastUpdated::Now.stamp(Path::new(".")).unwrap();
         assert_eq!(s.len(), "2026-11-21 10:35:23 GMT".len(), "{s}");
         assert!(s.ends_with(" GMT"));
+    }
+
+    #[test]
+    fn last_updated_choices() {
+        assert_eq!("now".parse(), Ok(LastUpdated::Now));
+        assert_eq!("commit".parse(), Ok(LastUpdated::Commit));
+        assert_eq!("0".parse(), Ok(LastUpdated::At(0)));
+        assert!("-1".parse::<LastUpdated>().is_err());
+        assert!("yesterday"
+            .parse::<LastUpdated>()
+            .unwrap_err()
+            .contains("--last-updated"));
+        assert_eq!(LastUpdated::by_default(None).unwrap(), LastUpdated::Now);
+        assert_eq!(
+            LastUpdated::by_default(Some("1649009053")).unwrap(),
+            LastUpdated::At(1_649_009_053)
+        );
+        assert!(LastUpdated::by_default(Some("commit")).is_err());
+        assert!(LastUpdated::by_default(Some("x")).is_err());
+        let none = tempfile::tempdir().unwrap();
+        let err = LastUpdated::Commit
+            .stamp(none.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no commit time"), "{err}");
+        std::fs::write(none.path().join("version.txt"), "abc\n1649009053\n").unwrap();
+        assert_eq!(
+            LastUpdated::Commit.stamp(none.path()).unwrap(),
+            "2022-04-03 18:04:13 GMT"
+        );
     }
 }

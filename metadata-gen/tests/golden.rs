@@ -5,24 +5,7 @@
 mod common;
 
 use serde_json::Value;
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-fn files(root: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out
-}
+use std::path::Path;
 
 fn without_timestamp(bytes: &[u8]) -> Value {
     let mut v: Value = serde_json::from_slice(bytes).unwrap();
@@ -59,8 +42,8 @@ fn corpus_matches_generate_api_reference() {
     );
 
     let reference = corpus.join("reference");
-    let expected = files(&reference);
-    let actual = files(out.path());
+    let expected = common::files(&reference);
+    let actual = common::files(out.path());
     let mut problems = Vec::new();
     let mut equal = 0;
     for rel in &expected {

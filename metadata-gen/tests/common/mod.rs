@@ -4,6 +4,7 @@
 //! `tests/data/README.md`) is committed compressed, so the tests run from any clone; set
 //! `OVEN_QMK_DATA` to test against another copy with the same layout.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
@@ -52,4 +53,22 @@ pub fn build(qmk_home: &Path, out: &Path, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run metadata-gen")
+}
+
+/// Every file under `root`, by its path below it.
+#[allow(dead_code)] // each test binary compiles this module; not all of them walk trees
+pub fn files(root: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
 }
