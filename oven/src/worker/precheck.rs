@@ -7,7 +7,8 @@
 //!
 //! The rules come from QMK: layouts and `layout_aliases` from the keyboard's `info.json` /
 //! `keyboard.json` files along its folder path (`lib/python/qmk/info.py`), the layer limit
-//! from `LAYER_STATE_8BIT` / `LAYER_STATE_16BIT` (`quantum/action_layer.h`, 32 otherwise), host
+//! from the dynamic keymap's layer count or `LAYER_STATE_8BIT` / `16BIT` / `32BIT`
+//! (`quantum/action_layer.h`, 16 when none is set; see [`layer_limit`]), host
 //! languages from `quantum/keymap_extras/`, converters from `platforms/*/converters/`.
 //! Where the tree says nothing (a keyboard without data-driven layouts), nothing is refused:
 //! the build decides, as `qmk compile` would.
@@ -69,24 +70,149 @@ pub fn layouts(home: &Path, keyboard: &str) -> Layouts {
     out
 }
 
-/// How many layers the keyboard's firmware can switch (`layer_state_t`'s width).
-pub fn max_layers(home: &Path, keyboard: &str) -> usize {
+/// What the files along a keyboard's folder path say about its layer limit.
+#[derive(Debug, Default)]
+struct LayerSettings {
+    /// `features.via` of its info.json / keyboard.json files or `VIA_ENABLE` of its rules.mk
+    /// files (deeper files win).
+    via: Option<bool>,
+    /// The same for `features.dynamic_keymap` / `DYNAMIC_KEYMAP_ENABLE`.
+    dynamic_keymap: Option<bool>,
+    /// `dynamic_keymap.layer_count` of the JSON files or `DYNAMIC_KEYMAP_LAYER_COUNT` of config.h.
+    layer_count: Option<usize>,
+    /// `LAYER_STATE_8BIT` / `16BIT` / `32BIT` defined in a config.h: 8, 16, 32.
+    layer_state_bits: Vec<usize>,
+    /// Something the line reader cannot follow (a `MAX_LAYER` of its own, a computed count, a
+    /// conditional rules.mk setting): then only the build can tell.
+    unknown: bool,
+}
+
+/// `value` of a rules.mk `NAME = value` (also `:=`, `+=`, `?=`) line naming `name`.
+fn rules_value<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix(name)?;
+    let rest = rest.trim_start();
+    let rest = ["=", ":=", "?=", "+="]
+        .iter()
+        .find_map(|op| rest.strip_prefix(op))?;
+    Some(rest.split('#').next().unwrap_or("").trim())
+}
+
+fn layer_settings(home: &Path, keyboard: &str) -> LayerSettings {
+    let mut out = LayerSettings::default();
     let mut dir = home.join("keyboards");
-    let mut max = 32;
     for segment in keyboard.split('/') {
         dir.push(segment);
+        for file in ["info.json", "keyboard.json"] {
+            let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+                continue;
+            };
+            let Ok(doc) = crate::hjson::parse(&text) else {
+                continue;
+            };
+            let feature = |f: &str| {
+                doc.pointer(&format!("/features/{f}"))
+                    .and_then(Value::as_bool)
+            };
+            out.via = feature("via").or(out.via);
+            out.dynamic_keymap = feature("dynamic_keymap").or(out.dynamic_keymap);
+            if let Some(n) = doc
+                .pointer("/dynamic_keymap/layer_count")
+                .and_then(Value::as_u64)
+            {
+                out.layer_count = Some(n as usize);
+            }
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("rules.mk")) {
+            for line in text.lines() {
+                for (name, slot) in [
+                    ("VIA_ENABLE", &mut out.via),
+                    ("DYNAMIC_KEYMAP_ENABLE", &mut out.dynamic_keymap),
+                ] {
+                    match rules_value(line, name) {
+                        Some("yes") => *slot = Some(true),
+                        Some("no") => *slot = Some(false),
+                        Some(_) => out.unknown = true,
+                        None => {}
+                    }
+                }
+            }
+        }
         if let Ok(text) = std::fs::read_to_string(dir.join("config.h")) {
             for line in text.lines() {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
-                    ["#define", "LAYER_STATE_8BIT", ..] => max = max.min(8),
-                    ["#define", "LAYER_STATE_16BIT", ..] => max = max.min(16),
+                    ["#define", "LAYER_STATE_8BIT", ..] => out.layer_state_bits.push(8),
+                    ["#define", "LAYER_STATE_16BIT", ..] => out.layer_state_bits.push(16),
+                    ["#define", "LAYER_STATE_32BIT", ..] => out.layer_state_bits.push(32),
+                    ["#define", "MAX_LAYER", ..] => out.unknown = true,
+                    ["#define", "DYNAMIC_KEYMAP_LAYER_COUNT", n] => match n.parse() {
+                        Ok(n) => out.layer_count = Some(n),
+                        Err(_) => out.unknown = true,
+                    },
+                    ["#define", "DYNAMIC_KEYMAP_LAYER_COUNT", ..] => out.unknown = true,
                     _ => {}
                 }
             }
         }
     }
-    max
+    out
+}
+
+/// How many layers a keymap may have on keyboard folder `keyboard` with the request's own
+/// `config` (QMK's `MAX_LAYER`, checked by `quantum/keymap_introspection.c`; the rule is
+/// `quantum/action_layer.h`'s): with the dynamic keymap (VIA turns it on,
+/// `builddefs/common_features.mk`) its layer count (4 by default); otherwise 8, 16 or 32 by
+/// `LAYER_STATE_8BIT` / `16BIT` / `32BIT` (checked in that order), 16 when none is defined.
+/// `None` when the files say something the reader cannot follow: the build decides.
+pub fn layer_limit(home: &Path, keyboard: &str, request: &Value) -> Option<LayerLimit> {
+    let kb = layer_settings(home, keyboard);
+    if kb.unknown {
+        return None;
+    }
+    let config = request.get("config");
+    let feature = |f: &str| {
+        config
+            .and_then(|c| c.pointer(&format!("/features/{f}")))
+            .and_then(Value::as_bool)
+    };
+    // The keymap's settings come after the keyboard's (its rules are read last).
+    let dynamic = feature("via").or(kb.via).unwrap_or(false)
+        || feature("dynamic_keymap")
+            .or(kb.dynamic_keymap)
+            .unwrap_or(false);
+    if dynamic {
+        let count = config
+            .and_then(|c| c.pointer("/dynamic_keymap/layer_count"))
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .or(kb.layer_count)
+            .unwrap_or(4);
+        return Some(LayerLimit {
+            max: count,
+            set_by: "the dynamic keymap's layer count (DYNAMIC_KEYMAP_LAYER_COUNT, \
+                     config.dynamic_keymap.layer_count; VIA turns the dynamic keymap on)",
+        });
+    }
+    let bits = [8, 16, 32]
+        .into_iter()
+        .find(|bits| kb.layer_state_bits.contains(bits));
+    Some(LayerLimit {
+        max: bits.unwrap_or(16),
+        set_by: match bits {
+            Some(8) => "LAYER_STATE_8BIT in its config.h",
+            Some(32) => "LAYER_STATE_32BIT in its config.h",
+            Some(_) => "LAYER_STATE_16BIT in its config.h",
+            None => "QMK's default layer state width, LAYER_STATE_16BIT",
+        },
+    })
+}
+
+/// A keyboard's layer limit and what sets it ([`layer_limit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerLimit {
+    pub max: usize,
+    /// The setting, as the refusal names it.
+    pub set_by: &'static str,
 }
 
 fn list(names: impl IntoIterator<Item = String>) -> String {
@@ -140,13 +266,15 @@ pub fn check(home: &Path, keyboard: &str, request: &Value) -> Result<(), Rejecti
         }
     }
 
-    let max = max_layers(home, keyboard);
-    if layers.len() > max {
+    let limit = layer_limit(home, keyboard, request);
+    if let Some(limit) = limit.filter(|l| layers.len() > l.max) {
         return reject(
             "too_many_layers",
             format!(
-                "The keymap has {} layers, but {keyboard} can use at most {max}.",
-                layers.len()
+                "The keymap has {} layers, but {keyboard} can use at most {}: {}.",
+                layers.len(),
+                limit.max,
+                limit.set_by
             ),
         );
     }
@@ -291,7 +419,8 @@ mod tests {
         assert_eq!(e.failure, "too_many_layers");
         assert_eq!(
             e.message,
-            "The keymap has 9 layers, but fam/rev1 can use at most 8."
+            "The keymap has 9 layers, but fam/rev1 can use at most 8: LAYER_STATE_8BIT in its \
+             config.h."
         );
         let mut r = req("LAYOUT", json!([["KC_A", "KC_B", "KC_C"]]));
         r["host_language"] = json!("german");
@@ -305,6 +434,118 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    /// A keyboard folder `name` with these files (name -> text).
+    fn keyboard(t: &tempfile::TempDir, name: &str, files: &[(&str, &str)]) {
+        let dir = t.path().join("keyboards").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_layer_limit_follows_action_layer_h() {
+        let t = tree();
+        let none = json!({});
+        let with = |config: Value| json!({ "config": config });
+        // No setting: LAYER_STATE_16BIT, QMK's default (what 17 layers on dz60 hit).
+        keyboard(&t, "plain", &[("keyboard.json", "{}")]);
+        assert_eq!(
+            layer_limit(t.path(), "plain", &none).map(|l| l.max),
+            Some(16)
+        );
+        assert_eq!(
+            layer_limit(t.path(), "fam/rev1", &none).map(|l| l.max),
+            Some(8)
+        );
+        keyboard(&t, "wide", &[("config.h", "#define LAYER_STATE_32BIT\n")]);
+        assert_eq!(
+            layer_limit(t.path(), "wide", &none).map(|l| l.max),
+            Some(32)
+        );
+        // 8BIT is checked first when a tree defines more than one.
+        keyboard(
+            &t,
+            "both",
+            &[(
+                "config.h",
+                "#define LAYER_STATE_32BIT\n#define LAYER_STATE_8BIT\n",
+            )],
+        );
+        assert_eq!(layer_limit(t.path(), "both", &none).map(|l| l.max), Some(8));
+        // The dynamic keymap (VIA turns it on): its layer count, 4 by default, whatever the
+        // layer state's width; from the keyboard or from the keymap's own config.
+        let via = with(json!({"features": {"via": true}}));
+        assert_eq!(layer_limit(t.path(), "plain", &via).map(|l| l.max), Some(4));
+        assert_eq!(layer_limit(t.path(), "wide", &via).map(|l| l.max), Some(4));
+        let six = with(
+            json!({"features": {"dynamic_keymap": true}, "dynamic_keymap": {"layer_count": 6}}),
+        );
+        assert_eq!(layer_limit(t.path(), "plain", &six).map(|l| l.max), Some(6));
+        keyboard(
+            &t,
+            "vial",
+            &[(
+                "keyboard.json",
+                r#"{"features": {"via": true}, "dynamic_keymap": {"layer_count": 3}}"#,
+            )],
+        );
+        assert_eq!(layer_limit(t.path(), "vial", &none).map(|l| l.max), Some(3));
+        let off = with(json!({"features": {"via": false}}));
+        assert_eq!(
+            layer_limit(t.path(), "vial", &off).map(|l| l.max),
+            Some(16),
+            "the keymap's rules come last"
+        );
+        keyboard(
+            &t,
+            "rules",
+            &[
+                ("rules.mk", "VIA_ENABLE = yes # comment\n"),
+                ("config.h", "#define DYNAMIC_KEYMAP_LAYER_COUNT 10\n"),
+            ],
+        );
+        assert_eq!(
+            layer_limit(t.path(), "rules", &none).map(|l| l.max),
+            Some(10)
+        );
+        // What a line reader cannot follow is left to the build.
+        keyboard(&t, "own", &[("config.h", "#define MAX_LAYER 5\n")]);
+        assert_eq!(layer_limit(t.path(), "own", &none), None);
+        keyboard(&t, "cond", &[("rules.mk", "VIA_ENABLE = $(VIA)\n")]);
+        assert_eq!(layer_limit(t.path(), "cond", &none), None);
+        keyboard(
+            &t,
+            "sum",
+            &[
+                ("rules.mk", "VIA_ENABLE = yes\n"),
+                ("config.h", "#define DYNAMIC_KEYMAP_LAYER_COUNT (4 + 2)\n"),
+            ],
+        );
+        assert_eq!(layer_limit(t.path(), "sum", &none), None);
+        // The check itself: 17 layers on a keyboard without a setting.
+        keyboard(
+            &t,
+            "plain",
+            &[(
+                "keyboard.json",
+                r#"{"layouts": {"LAYOUT": {"layout": [{"x":0,"y":0}]}}}"#,
+            )],
+        );
+        let layers = Value::Array(vec![json!(["KC_A"]); 17]);
+        let r = json!({"keyboard": "plain", "keymap": "k", "layout": "LAYOUT", "layers": layers});
+        let e = check(t.path(), "plain", &r).unwrap_err();
+        assert_eq!(e.failure, "too_many_layers");
+        assert_eq!(
+            e.message,
+            "The keymap has 17 layers, but plain can use at most 16: QMK's default layer state \
+             width, LAYER_STATE_16BIT."
+        );
+        let mut sixteen = r.clone();
+        sixteen["layers"] = Value::Array(vec![json!(["KC_A"]); 16]);
+        assert_eq!(check(t.path(), "plain", &sixteen), Ok(()));
     }
 
     #[test]
