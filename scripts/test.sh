@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh machine (Debian packages, a Python
-# venv with moto server and the lint tools), starts moto server on 127.0.0.1, runs every test.
+# venv with moto server and the lint tools, Chromium and playwright-core for the browser check),
+# starts moto server on 127.0.0.1, runs every test.
 # Re-running is cheap: installs are skipped when already present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,4 +86,6 @@ export OVEN_TEST_MOTO=1
 cargo fmt --all -- --check
 # The API against its own OpenAPI document (schemathesis, every check; about a minute).
 timed api-fuzz scripts/api-fuzz.sh
+# The API from a page of another origin in headless Chromium: CORS, polling, downloads.
+timed browser-check scripts/browser-check.sh
 cargo test --workspace --locked
