@@ -376,3 +376,28 @@ fn setup_from_a_mirror_twice_then_serve_compiles() {
     );
     drop(server);
 }
+
+/// A `--qmk-home` that is not a tree stops `oven serve` at once, naming the flag and the path,
+/// rather than serving with every job failing "no qmk_firmware tree".
+#[test]
+fn serve_refuses_a_qmk_home_that_is_not_a_tree() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("not-a-tree");
+    std::fs::create_dir_all(&missing).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oven"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(d.path().join("data"))
+        .arg("--qmk-home")
+        .arg(&missing)
+        .env_remove("QMK_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "oven serve started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--qmk-home") && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("not a qmk_firmware tree"), "{err}");
+}

@@ -113,8 +113,8 @@ struct ServeArgs {
     /// A built keyboards tree (metadata-gen output) to serve under /keyboards/.
     #[arg(long)]
     keyboards_dir: Option<PathBuf>,
-    /// The qmk_firmware tree to compile in; default: QMK_HOME, `qmk config user.qmk_home`,
-    /// ~/qmk_firmware.
+    /// The qmk_firmware tree to compile in; default: QMK_HOME, the tree `oven setup` made in
+    /// the data dir, `qmk config user.qmk_home`, ~/qmk_firmware.
     #[arg(long)]
     qmk_home: Option<PathBuf>,
     /// Serve the API only: queued jobs wait until `oven serve` runs again with its worker
@@ -241,6 +241,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(std::path::absolute)
         .transpose()?;
+    if let Some(dir) = &explicit {
+        // A tree asked for by name is used or refused, never silently replaced by none.
+        anyhow::ensure!(
+            dir.join("keyboards").is_dir(),
+            "--qmk-home {}: not a qmk_firmware tree (it has no keyboards/ folder)",
+            dir.display()
+        );
+    }
     let home = oven::worker::tree::find_qmk_home_in(explicit.as_deref(), setup_tree.as_deref());
     let mut worker = WorkerConfig::from_env(home.as_deref());
     // This binary answers as `qmk` (see `main`).
