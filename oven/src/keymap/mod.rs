@@ -105,6 +105,14 @@ impl RequestError {
         }
     }
 
+    /// The contract's 400 for a body that is not a keymap object, with the reason in `detail`.
+    fn invalid_json(detail: impl Into<String>) -> Self {
+        RequestError {
+            detail: Some(detail.into()),
+            ..RequestError::bad(INVALID_JSON)
+        }
+    }
+
     fn hacker(detail: impl Into<String>) -> Self {
         RequestError {
             code: 422,
@@ -163,7 +171,9 @@ impl KeymapRequest {
             });
         }
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(RequestError::bad(INVALID_JSON));
+            return Err(RequestError::invalid_json(
+                "the request body is empty: POST a keymap.json object",
+            ));
         }
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| RequestError::bad(format!("{INVALID_JSON} {e}")))?;
@@ -181,7 +191,11 @@ impl KeymapRequest {
             Value::Object(o) => o.is_empty(),
         };
         if is_falsy {
-            return Err(RequestError::bad(INVALID_JSON));
+            // The original refuses every falsy JSON value with this message (contract §4.4).
+            return Err(RequestError::invalid_json(format!(
+                "the body is {value}: a keymap.json object with keyboard, keymap, layout and \
+                 layers is expected"
+            )));
         }
         let Value::Object(mut obj) = value else {
             return Err(RequestError::bad(format!(
@@ -610,11 +624,20 @@ mod tests {
             json!(""),
             json!(false),
         ] {
-            let e = err(falsy);
+            let e = err(falsy.clone());
             assert_eq!((e.code, e.message.as_str()), (400, INVALID_JSON));
+            let detail = e.detail.unwrap();
+            assert!(
+                detail.starts_with(&format!("the body is {falsy}: a keymap.json object")),
+                "{detail}"
+            );
         }
         let e = KeymapRequest::from_body(b"").unwrap_err();
         assert_eq!((e.code, e.message.as_str()), (400, INVALID_JSON));
+        assert_eq!(
+            e.detail.unwrap(),
+            "the request body is empty: POST a keymap.json object"
+        );
         let e = KeymapRequest::from_body(b"{nope").unwrap_err();
         assert_eq!(e.code, 400);
         assert!(e.message.starts_with(INVALID_JSON), "{}", e.message);
