@@ -157,7 +157,10 @@ async fn run() -> anyhow::Result<()> {
     }
     oven::telemetry::init_local(format, &filter);
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => {
+            let json = matches!(format, oven::telemetry::LogFormat::Json);
+            serve(args, Say { json }).await
+        }
         Command::Setup { data_dir, options } => {
             oven::setup::run_setup(&data_dir, &options, &mut std::io::stdout())?;
             Ok(())
@@ -218,7 +221,25 @@ enum Runner {
     Aws(AwsClients, AwsConfig),
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Where `oven serve` says what it is doing: plain `oven: ...` lines on stdout (scripts read the
+/// address from "oven: API listening on http://..."), or with `--log-format json` log events,
+/// so the output is JSON lines throughout.
+#[derive(Clone, Copy)]
+struct Say {
+    json: bool,
+}
+
+impl Say {
+    fn line(self, message: impl std::fmt::Display) {
+        if self.json {
+            tracing::info!(target: "oven::serve", "{message}");
+        } else {
+            println!("oven: {message}");
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, say: Say) -> anyhow::Result<()> {
     let layout = oven::setup::Layout::new(&args.data_dir);
     if args.setup {
         oven::setup::run_setup(&args.data_dir, &args.setup_options, &mut std::io::stdout())?;
@@ -296,10 +317,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             probe.jobs.ping().await?;
             probe.queue.waiting().await?;
             let app = oven::http::aws::app(&clients, &names, config, 1);
-            println!(
-                "oven: AWS backend: table {}, queue {}, bucket {}",
+            say.line(format!(
+                "AWS backend: table {}, queue {}, bucket {}",
                 names.job_table, names.queue_url, names.artifact_bucket
-            );
+            ));
             (app, Runner::Aws(clients, names))
         }
     };
@@ -314,9 +335,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    println!("oven: API listening on http://{}", listener.local_addr()?);
-    println!("oven: public URL {public_url}, keyboards URL {keyboards_url}");
-    println!("oven: data in {}", args.data_dir.display());
+    say.line(format!(
+        "API listening on http://{}",
+        listener.local_addr()?
+    ));
+    say.line(format!(
+        "public URL {public_url}, keyboards URL {keyboards_url}"
+    ));
+    say.line(format!("data in {}", args.data_dir.display()));
 
     // Everything `serve` runs, side by side; the first to stop ends the process.
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -325,11 +351,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Under the data dir, so warm build state outlives a restart.
     worker.work_root = std::path::absolute(args.data_dir.join("work"))?;
     match &worker.qmk_home {
-        Some(home) => println!("oven: compiling in {}", home.display()),
-        None => println!("oven: {}", oven::worker::tree::NO_TREE_MESSAGE),
+        Some(home) => say.line(format!("compiling in {}", home.display())),
+        None => say.line(oven::worker::tree::NO_TREE_MESSAGE),
     }
     if args.no_worker {
-        println!("oven: no compile worker (--no-worker): jobs stay queued");
+        say.line("no compile worker (--no-worker): jobs stay queued");
     } else {
         let worker = match &backend {
             Runner::Local(local) => oven::worker::spawn_local(local, worker)?,
@@ -347,7 +373,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => Ok(()),
         },
         _ = tokio::signal::ctrl_c() => {
-            println!("oven: stopping");
+            say.line("stopping");
             Ok(())
         }
     }
