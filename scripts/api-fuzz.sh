@@ -20,9 +20,10 @@ examples=${OVEN_FUZZ_EXAMPLES:-15}
 seed=${OVEN_FUZZ_SEED:-20260101}
 
 cargo build -q --locked -p oven --bin oven
+oven=${CARGO_TARGET_DIR:-$root/target}/debug/oven
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-OVEN_QMK_BIN=$root/tests/fixtures/fakeqmk/bin/qmk "$root/target/debug/oven" serve \
+OVEN_QMK_BIN=$root/tests/fixtures/fakeqmk/bin/qmk "$oven" serve \
   --listen "127.0.0.1:$port" --data-dir "$data/oven" \
   --qmk-home "$root/tests/fixtures/fakeqmk/qmk_firmware" >"$data/serve.log" 2>&1 &
 server=$!

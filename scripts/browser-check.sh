@@ -14,6 +14,12 @@ root=$PWD
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/oven
 chromium=${CHROMIUM:-/usr/bin/chromium}
 
+# playwright-core 1.65 needs Node.js 20 or later (Debian 12's nodejs is 18).
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "browser check: needs Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
 if [ ! -x "$chromium" ]; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
   $sudo_ apt-get update -q
@@ -25,11 +31,12 @@ if [ ! -f "$pw/package.json" ]; then
 fi
 
 cargo build -q --locked -p oven --bin oven
+oven=${CARGO_TARGET_DIR:-$root/target}/debug/oven
 data=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 api_port=$(free_port)
 page_port=$(free_port)
-OVEN_QMK_BIN=$root/tests/fixtures/fakeqmk/bin/qmk "$root/target/debug/oven" serve \
+OVEN_QMK_BIN=$root/tests/fixtures/fakeqmk/bin/qmk "$oven" serve \
   --listen "127.0.0.1:$api_port" --data-dir "$data/oven" \
   --qmk-home "$root/tests/fixtures/fakeqmk/qmk_firmware" >"$data/serve.log" 2>&1 &
 server=$!
@@ -42,11 +49,20 @@ cleanup() {
   rm -rf "$data"
 }
 trap cleanup EXIT
+up=0
 for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$api_port/v1/healthcheck" >/dev/null &&
-    curl -fs "http://127.0.0.1:$page_port/index.html" >/dev/null && break
+  if curl -fs "http://127.0.0.1:$api_port/v1/healthcheck" >/dev/null &&
+    curl -fs "http://127.0.0.1:$page_port/index.html" >/dev/null; then
+    up=1
+    break
+  fi
   sleep 0.1
 done
+if [ "$up" != 1 ]; then
+  echo "browser check: oven serve or the page server did not start; the server's log:" >&2
+  cat "$data/serve.log" "$data/page.log" >&2
+  exit 1
+fi
 
 status=0
 CHROMIUM=$chromium PLAYWRIGHT_CORE=$pw/index.mjs timeout 300 node "$root/tests/browser/api.mjs" \

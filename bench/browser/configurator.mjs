@@ -67,7 +67,12 @@ for (const keyboard of opt.keyboards.split(',').filter(Boolean)) {
       const t = await page.locator('.spinner .status').allInnerTexts().catch(() => []);
       t.forEach((x) => x.trim() && spinner.add(x.trim()));
     }, 200);
-    await enabled(page, '#fwFile');
+    // Done when the firmware button comes on, or when the Configurator reports a failure.
+    await page.waitForFunction(() => {
+      const b = document.querySelector('#fwFile');
+      const log = document.querySelector('#terminal')?.value ?? '';
+      return (b && !b.disabled) || log.includes('* Failed') || log.includes('* Error');
+    }, null, { timeout });
     clearInterval(watch);
     const log = await terminal(page);
     const id = log.match(/Received job_id: ([0-9a-f-]{36})/)?.[1];
@@ -89,7 +94,7 @@ for (const keyboard of opt.keyboards.split(',').filter(Boolean)) {
 
     const secs = ((Date.now() - t0) / 1000).toFixed(1);
     console.log(`${problems.length ? 'FAIL' : 'ok  '} ${keyboard.padEnd(28)} job ${id} ${r.firmware_filename} ` +
-      `sha256 ${fwSha.slice(0, 12)} (= result) source ${src.suggestedFilename()} ${srcSha.slice(0, 12)} ${secs} s; ` +
+      `sha256 ${fwSha.slice(0, 12)} (${fwSha === r.firmware_sha256 ? '=' : '!='} result) source ${src.suggestedFilename()} ${srcSha.slice(0, 12)} ${secs} s; ` +
       `spinner: ${[...spinner].join(' > ') || '-'}`);
   } catch (e) {
     problems.push(e.message.split('\n')[0]);

@@ -25,13 +25,17 @@ src=$(realpath "$1")
 tree=$(realpath "$2")
 keyboards=${3:-dz60,planck/rev6,cannonkeys/bastion60}
 chromium=${CHROMIUM:-/usr/bin/chromium}
-[ -f "$src/package.json" ] && [ -d "$src/src" ] || { echo "$src is not a qmk_configurator checkout" >&2; exit 2; }
+if [ ! -f "$src/package.json" ] || [ ! -d "$src/src" ]; then
+  echo "$src is not a qmk_configurator checkout" >&2
+  exit 2
+fi
 [ -x "$chromium" ] || { echo "no Chromium at $chromium (apt-get install chromium, or set CHROMIUM)" >&2; exit 2; }
 command -v qmk >/dev/null || { echo "qmk is not on PATH" >&2; exit 2; }
 
-oven=${OVEN_BIN:-$root/target/release/oven}
-mg=${METADATA_GEN_BIN:-$root/target/release/metadata-gen}
-[ -x "$oven" ] && [ -x "$mg" ] || cargo build --release --bin oven -p metadata-gen
+target=${CARGO_TARGET_DIR:-$root/target}
+oven=${OVEN_BIN:-$target/release/oven}
+mg=${METADATA_GEN_BIN:-$target/release/metadata-gen}
+[ -x "$oven" ] && [ -x "$mg" ] || cargo build --release -p oven --bin oven -p metadata-gen
 
 work=$(mktemp -d -t oven-configurator-XXXXXX)
 pids=()
@@ -63,7 +67,7 @@ rm -rf "$work/configurator/node_modules" "$work/configurator/.git"
 )
 
 echo "== playwright-core"
-npm install --prefix "$work/pw" --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null
+npm install --prefix "$work/pw" --no-audit --no-fund --loglevel=error playwright-core@1.65.1 >/dev/null
 
 echo "== oven serve on $api, the Configurator on http://127.0.0.1:$web_port"
 "$oven" serve --listen "127.0.0.1:$api_port" --data-dir "$work/data" --qmk-home "$tree" \

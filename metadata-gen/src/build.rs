@@ -341,7 +341,13 @@ pub fn build(args: &BuildArgs) -> anyhow::Result<Summary> {
     let v1 = out.join("v1");
     let when = match args.last_updated {
         Some(w) => w,
-        None => LastUpdated::by_default(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?,
+        // An empty SOURCE_DATE_EPOCH counts as unset, as most tools read it.
+        None => LastUpdated::by_default(
+            std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .as_deref(),
+        )?,
     };
     let now = when.stamp(home)?;
 

@@ -384,15 +384,27 @@ fn serve_refuses_a_qmk_home_that_is_not_a_tree() {
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("not-a-tree");
     std::fs::create_dir_all(&missing).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_oven"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_oven"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(d.path().join("data"))
         .arg("--qmk-home")
         .arg(&missing)
         .env_remove("QMK_HOME")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A server that starts anyway would run forever: stop it and fail.
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("oven serve started with a --qmk-home that is not a tree");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "oven serve started");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -23,12 +23,11 @@ const browser = await chromium.launch({
 });
 const ctx = await browser.newContext({ acceptDownloads: true });
 const page = await ctx.newPage();
-const corsErrors = [];
-page.on('console', (m) => { if (/CORS|Access-Control/i.test(m.text())) corsErrors.push(m.text()); });
 await page.goto(opt.page);
 assert.notEqual(new URL(opt.page).origin, new URL(api).origin, 'the page must be on another origin');
 
-// fetch from the page: status, the parsed body (or null) and the CORS-exposed headers.
+// fetch from the page: status and parsed body (or null). A response without CORS headers
+// makes fetch throw here, which fails the check.
 const call = (url, init) => page.evaluate(async ([url, init]) => {
   const r = await fetch(url, init);
   const text = await r.text();
@@ -124,6 +123,5 @@ await check('an unknown job is a readable JSON 404', async () => {
   assert.ok(r.body && typeof r.body.message === 'string', JSON.stringify(r.body));
 });
 
-assert.deepEqual(corsErrors, [], 'the browser reported CORS errors');
 await browser.close();
 console.log(`browser check: ${checks.length} checks passed`);

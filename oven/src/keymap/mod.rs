@@ -92,7 +92,8 @@ pub const REFUSED_FIELDS: &[(&str, &str)] = &[
 pub struct RequestError {
     pub code: u16,
     pub message: String,
-    /// For 422 `Buzz off hacker.`: which field and why, so the message itself stays the contract's.
+    /// Where the message is the contract's fixed text (422 `Buzz off hacker.`, 400 `Invalid
+    /// JSON data!`): which field or what of the body, and why.
     pub detail: Option<String>,
 }
 

@@ -73,32 +73,146 @@ pub fn layouts(home: &Path, keyboard: &str) -> Layouts {
 /// What the files along a keyboard's folder path say about its layer limit.
 #[derive(Debug, Default)]
 struct LayerSettings {
-    /// `features.via` of its info.json / keyboard.json files or `VIA_ENABLE` of its rules.mk
-    /// files (deeper files win).
+    /// `VIA_ENABLE`: the keyboard's rules.mk files (the last assignment wins), else
+    /// `features.via` of its info.json / keyboard.json files (the deepest wins). QMK reads every
+    /// rules.mk first and the JSON-derived rules with `?=` after (`builddefs/build_keyboard.mk`,
+    /// `lib/python/qmk/cli/generate/rules_mk.py`), so a rules.mk always beats the JSON.
     via: Option<bool>,
-    /// The same for `features.dynamic_keymap` / `DYNAMIC_KEYMAP_ENABLE`.
+    /// The same for `DYNAMIC_KEYMAP_ENABLE` / `features.dynamic_keymap`.
     dynamic_keymap: Option<bool>,
-    /// `dynamic_keymap.layer_count` of the JSON files or `DYNAMIC_KEYMAP_LAYER_COUNT` of config.h.
+    /// `DYNAMIC_KEYMAP_LAYER_COUNT` of a config.h, else `dynamic_keymap.layer_count` of the
+    /// JSON (its generated header only defines what is not yet defined).
     layer_count: Option<usize>,
     /// `LAYER_STATE_8BIT` / `16BIT` / `32BIT` defined in a config.h: 8, 16, 32.
     layer_state_bits: Vec<usize>,
-    /// Something the line reader cannot follow (a `MAX_LAYER` of its own, a computed count, a
-    /// conditional rules.mk setting): then only the build can tell.
+    /// Something the line readers cannot follow (a `MAX_LAYER` of its own, a computed count, a
+    /// setting under `#if`, `#undef`, a rules.mk conditional or `-D` flag): the build decides.
     unknown: bool,
 }
 
-/// `value` of a rules.mk `NAME = value` (also `:=`, `+=`, `?=`) line naming `name`.
-fn rules_value<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let rest = line.trim_start().strip_prefix(name)?;
-    let rest = rest.trim_start();
-    let rest = ["=", ":=", "?=", "+="]
+/// `value` of a rules.mk `NAME = value` line (also `:=`, `+=`, `?=`, whose operator is
+/// returned too) naming `name`.
+fn rules_value<'a>(line: &'a str, name: &str) -> Option<(&'static str, &'a str)> {
+    let rest = line.trim_start().strip_prefix(name)?.trim_start();
+    let (op, rest) = ["?=", ":=", "+=", "="]
         .iter()
-        .find_map(|op| rest.strip_prefix(op))?;
-    Some(rest.split('#').next().unwrap_or("").trim())
+        .find_map(|op| rest.strip_prefix(op).map(|r| (*op, r)))?;
+    Some((op, rest.split('#').next().unwrap_or("").trim()))
+}
+
+/// The names this reader follows in a config.h, and what a line does to them.
+const LAYER_MACROS: [&str; 5] = [
+    "LAYER_STATE_8BIT",
+    "LAYER_STATE_16BIT",
+    "LAYER_STATE_32BIT",
+    "MAX_LAYER",
+    "DYNAMIC_KEYMAP_LAYER_COUNT",
+];
+
+/// Reads one config.h into `out`: plain top-level `#define`s of [`LAYER_MACROS`] count;
+/// anything else that touches them (under `#if`, `#undef`, inside a comment block it cannot
+/// be sure of) makes the result unknown.
+fn read_config_h(text: &str, out: &mut LayerSettings) {
+    let mut depth = 0usize;
+    let mut in_comment = false;
+    for raw in text.lines() {
+        // Drop /* ... */ spans (a define inside one is not a define).
+        let mut line = String::new();
+        let mut rest = raw;
+        loop {
+            if in_comment {
+                match rest.find("*/") {
+                    Some(i) => {
+                        rest = &rest[i + 2..];
+                        in_comment = false;
+                    }
+                    None => break,
+                }
+            } else {
+                match rest.find("/*") {
+                    Some(i) => {
+                        line.push_str(&rest[..i]);
+                        rest = &rest[i + 2..];
+                        in_comment = true;
+                    }
+                    None => {
+                        line.push_str(rest);
+                        break;
+                    }
+                }
+            }
+        }
+        let line = line.split("//").next().unwrap_or("");
+        let Some(directive) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        let words: Vec<&str> = directive.split_whitespace().collect();
+        match words.as_slice() {
+            [w, ..] if w.starts_with("if") => depth += 1,
+            ["endif", ..] => depth = depth.saturating_sub(1),
+            ["define" | "undef", name, ..] if LAYER_MACROS.contains(name) && depth > 0 => {
+                out.unknown = true
+            }
+            ["undef", name, ..] if LAYER_MACROS.contains(name) => out.unknown = true,
+            ["define", "LAYER_STATE_8BIT", ..] => out.layer_state_bits.push(8),
+            ["define", "LAYER_STATE_16BIT", ..] => out.layer_state_bits.push(16),
+            ["define", "LAYER_STATE_32BIT", ..] => out.layer_state_bits.push(32),
+            ["define", "MAX_LAYER", ..] => out.unknown = true,
+            ["define", "DYNAMIC_KEYMAP_LAYER_COUNT", n] => match n.parse() {
+                Ok(n) => out.layer_count = Some(n),
+                Err(_) => out.unknown = true,
+            },
+            ["define", "DYNAMIC_KEYMAP_LAYER_COUNT", ..] => out.unknown = true,
+            _ => {}
+        }
+    }
+}
+
+/// Reads one rules.mk into `via` / `dynamic_keymap` (rules.mk order: later lines win, `?=`
+/// only sets what is unset).
+fn read_rules_mk(text: &str, rules: &mut [Option<bool>; 2], out: &mut LayerSettings) {
+    let mut depth = 0usize;
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if ["ifeq", "ifneq", "ifdef", "ifndef"].contains(&first) {
+            depth += 1;
+        } else if first == "endif" {
+            depth = depth.saturating_sub(1);
+        }
+        for (i, name) in ["VIA_ENABLE", "DYNAMIC_KEYMAP_ENABLE"].iter().enumerate() {
+            let Some((op, value)) = rules_value(line, name) else {
+                continue;
+            };
+            if depth > 0 {
+                // Set under a make conditional: not followed.
+                out.unknown = true;
+                continue;
+            }
+            let v = match value {
+                "yes" => Some(true),
+                "no" => Some(false),
+                _ => None,
+            };
+            match (op, v) {
+                (_, None) | ("+=", _) => out.unknown = true,
+                ("?=", Some(v)) => {
+                    rules[i].get_or_insert(v);
+                }
+                (_, Some(v)) => rules[i] = Some(v),
+            }
+        }
+        // Flags that define the layer macros on the command line.
+        if LAYER_MACROS.iter().any(|m| line.contains(m)) {
+            out.unknown = true;
+        }
+    }
 }
 
 fn layer_settings(home: &Path, keyboard: &str) -> LayerSettings {
     let mut out = LayerSettings::default();
+    let mut json: [Option<bool>; 2] = [None, None];
+    let mut json_count = None;
+    let mut rules: [Option<bool>; 2] = [None, None];
     let mut dir = home.join("keyboards");
     for segment in keyboard.split('/') {
         dir.push(segment);
@@ -109,52 +223,41 @@ fn layer_settings(home: &Path, keyboard: &str) -> LayerSettings {
             let Ok(doc) = crate::hjson::parse(&text) else {
                 continue;
             };
-            let feature = |f: &str| {
-                doc.pointer(&format!("/features/{f}"))
+            for (i, f) in ["via", "dynamic_keymap"].iter().enumerate() {
+                if let Some(on) = doc
+                    .pointer(&format!("/features/{f}"))
                     .and_then(Value::as_bool)
-            };
-            out.via = feature("via").or(out.via);
-            out.dynamic_keymap = feature("dynamic_keymap").or(out.dynamic_keymap);
+                {
+                    json[i] = Some(on);
+                }
+            }
             if let Some(n) = doc
                 .pointer("/dynamic_keymap/layer_count")
                 .and_then(Value::as_u64)
             {
-                out.layer_count = Some(n as usize);
+                json_count = Some(n as usize);
             }
         }
         if let Ok(text) = std::fs::read_to_string(dir.join("rules.mk")) {
-            for line in text.lines() {
-                for (name, slot) in [
-                    ("VIA_ENABLE", &mut out.via),
-                    ("DYNAMIC_KEYMAP_ENABLE", &mut out.dynamic_keymap),
-                ] {
-                    match rules_value(line, name) {
-                        Some("yes") => *slot = Some(true),
-                        Some("no") => *slot = Some(false),
-                        Some(_) => out.unknown = true,
-                        None => {}
-                    }
-                }
-            }
+            read_rules_mk(&text, &mut rules, &mut out);
         }
         if let Ok(text) = std::fs::read_to_string(dir.join("config.h")) {
-            for line in text.lines() {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                match words.as_slice() {
-                    ["#define", "LAYER_STATE_8BIT", ..] => out.layer_state_bits.push(8),
-                    ["#define", "LAYER_STATE_16BIT", ..] => out.layer_state_bits.push(16),
-                    ["#define", "LAYER_STATE_32BIT", ..] => out.layer_state_bits.push(32),
-                    ["#define", "MAX_LAYER", ..] => out.unknown = true,
-                    ["#define", "DYNAMIC_KEYMAP_LAYER_COUNT", n] => match n.parse() {
-                        Ok(n) => out.layer_count = Some(n),
-                        Err(_) => out.unknown = true,
-                    },
-                    ["#define", "DYNAMIC_KEYMAP_LAYER_COUNT", ..] => out.unknown = true,
-                    _ => {}
+            read_config_h(&text, &mut out);
+        }
+        // These come after the keymap's own settings, so they would override the keymap's
+        // `config` too: not followed when they touch the layer settings at all.
+        for file in ["post_rules.mk", "post_config.h"] {
+            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+                let names = ["VIA_ENABLE", "DYNAMIC_KEYMAP_ENABLE"];
+                if LAYER_MACROS.iter().chain(&names).any(|m| text.contains(m)) {
+                    out.unknown = true;
                 }
             }
         }
     }
+    out.via = rules[0].or(json[0]);
+    out.dynamic_keymap = rules[1].or(json[1]);
+    out.layer_count = out.layer_count.or(json_count);
     out
 }
 
@@ -448,6 +551,7 @@ mod tests {
     #[test]
     fn the_layer_limit_follows_action_layer_h() {
         let t = tree();
+        let limit = |kb: &str, r: &Value| layer_limit(t.path(), kb, r).map(|l| l.max);
         let none = json!({});
         let with = |config: Value| json!({ "config": config });
         // No setting: LAYER_STATE_16BIT, QMK's default (what 17 layers on dz60 hit).
@@ -525,6 +629,70 @@ mod tests {
             ],
         );
         assert_eq!(layer_limit(t.path(), "sum", &none), None);
+        // QMK's precedence: every rules.mk before the JSON's `?=` rules; a config.h count
+        // before the JSON's.
+        keyboard(&t, "prec", &[("rules.mk", "VIA_ENABLE = no\n")]);
+        keyboard(
+            &t,
+            "prec/child",
+            &[("keyboard.json", r#"{"features": {"via": true}}"#)],
+        );
+        assert_eq!(limit("prec/child", &none), Some(16));
+        keyboard(
+            &t,
+            "cnt",
+            &[
+                (
+                    "keyboard.json",
+                    r#"{"features": {"via": true}, "dynamic_keymap": {"layer_count": 3}}"#,
+                ),
+                (
+                    "config.h",
+                    "#pragma once\n# define DYNAMIC_KEYMAP_LAYER_COUNT 7\n",
+                ),
+            ],
+        );
+        assert_eq!(limit("cnt", &none), Some(7));
+        keyboard(
+            &t,
+            "q",
+            &[("rules.mk", "VIA_ENABLE = yes\nVIA_ENABLE ?= no\n")],
+        );
+        assert_eq!(limit("q", &none), Some(4));
+        // Commented out, it is not set.
+        keyboard(
+            &t,
+            "cmt",
+            &[(
+                "config.h",
+                "/* #define LAYER_STATE_8BIT\n */\n// #define LAYER_STATE_8BIT\n",
+            )],
+        );
+        assert_eq!(limit("cmt", &none), Some(16));
+        // What the readers cannot be sure of.
+        for (name, file, text) in [
+            (
+                "c1",
+                "config.h",
+                "#ifdef X\n#define LAYER_STATE_8BIT\n#endif\n",
+            ),
+            ("c2", "config.h", "#undef LAYER_STATE_16BIT\n"),
+            ("c3", "rules.mk", "OPT_DEFS += -DLAYER_STATE_32BIT\n"),
+            (
+                "c4",
+                "rules.mk",
+                "ifeq ($(X),y)\n  VIA_ENABLE = yes\nendif\n",
+            ),
+            ("c5", "post_rules.mk", "VIA_ENABLE = yes\n"),
+            (
+                "c6",
+                "post_config.h",
+                "#define DYNAMIC_KEYMAP_LAYER_COUNT 9\n",
+            ),
+        ] {
+            keyboard(&t, name, &[(file, text)]);
+            assert_eq!(limit(name, &none), None, "{name}");
+        }
         // The check itself: 17 layers on a keyboard without a setting.
         keyboard(
             &t,
