@@ -61,7 +61,10 @@ fn a_pinned_stamp_makes_rebuilds_byte_identical() {
         .collect();
     assert!(differ.is_empty(), "rebuild differs in {differ:?}");
     // An empty SOURCE_DATE_EPOCH counts as unset (the clock).
-    assert_ne!(last_updated(&build(Some(""), &[])), "2022-04-03 18:04:13 GMT");
+    assert_ne!(
+        last_updated(&build(Some(""), &[])),
+        "2022-04-03 18:04:13 GMT"
+    );
     // The flag wins over the environment.
     let flagged = build(Some("1649009053"), &["--last-updated", "0"]);
     assert_eq!(last_updated(&flagged), "1970-01-01 00:00:00 GMT");

@@ -49,6 +49,7 @@ async fn main() {
         compile_timeout: Duration::from_secs(900),
         lease: oven::worker::DEFAULT_LEASE,
         heartbeat: oven::worker::DEFAULT_HEARTBEAT,
+        retry_after: oven::worker::RETRY_AFTER,
         jobs: 2,
         log_cap: 1 << 20,
         max_attempts: 3,

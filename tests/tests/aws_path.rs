@@ -94,6 +94,7 @@ async fn setup(test: &str) -> Option<Env> {
         compile_timeout: Duration::from_secs(120),
         lease: Duration::from_secs(30),
         heartbeat: Duration::from_secs(5),
+        retry_after: oven::worker::RETRY_AFTER,
         jobs: 2,
         log_cap: 1 << 20,
         max_attempts: 3,
@@ -505,6 +506,33 @@ async fn aws_failures_say_what_to_check() {
     let body = oven::ports::ArtifactBody::Bytes(bytes::Bytes::from_static(b":00000001FF\n"));
     let e = storage.artifacts.put(&key, body, &meta).await.unwrap_err();
     one_sentence(&e, "S3 bucket `no-such-bucket` does not exist");
+    // `oven serve --backend aws` asks before serving (HeadBucket answers a bare 404).
+    let e = storage.artifacts.ping().await.unwrap_err();
+    one_sentence(&e, "S3 bucket `no-such-bucket` does not exist");
+    // A dead-letter queue that OVEN_DLQ_ARN names is named by that variable, with the value
+    // as given; a queue URL given instead of the ARN is read by its last segment.
+    for given in [
+        "arn:aws:sqs:us-east-1:123456789012:no-such-dlq".to_string(),
+        format!(
+            "{}/123456789012/no-such-dlq",
+            std::env::var(config::AWS_ENDPOINT_URL).unwrap()
+        ),
+    ] {
+        let names = AwsConfig {
+            dlq_arn: Some(given.clone()),
+            ..env.names.clone()
+        };
+        assert_eq!(oven::adapters::aws::runner::dlq_name(&names), "no-such-dlq");
+        let e = oven::adapters::aws::runner::spawn_worker(
+            &env.clients,
+            &names,
+            WorkerConfig::from_env(None),
+        )
+        .await
+        .unwrap_err();
+        one_sentence(&e, "SQS dead-letter queue `no-such-dlq` does not exist");
+        one_sentence(&e, &format!("`{given}` (OVEN_DLQ_ARN)"));
+    }
 
     // Nothing listening: the endpoint is what to check.
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())

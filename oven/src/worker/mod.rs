@@ -98,6 +98,9 @@ pub struct WorkerConfig {
     /// How often the lease is renewed (and the message's visibility extended); well under
     /// `lease`, so that a renewal or two may fail without losing the job.
     pub heartbeat: Duration,
+    /// How long a message stays away after a failure that is not the job's
+    /// ([`Worker::retry_soon`]; [`RETRY_AFTER`] by default).
+    pub retry_after: Duration,
     /// `-j` for the build.
     pub jobs: usize,
     pub log_cap: usize,
@@ -133,6 +136,7 @@ impl WorkerConfig {
                 .to_string(),
             compile_timeout: Duration::from_secs(secs),
             lease: DEFAULT_LEASE,
+            retry_after: RETRY_AFTER,
             heartbeat: DEFAULT_HEARTBEAT,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             log_cap: 1 << 20,
@@ -864,6 +868,21 @@ impl Worker {
         Ok(released)
     }
 
+    /// After a failure that is not the job's (a store, queue or bucket error), the message
+    /// comes back after `retry_after` ([`RETRY_AFTER`] by default) rather than after the queue's whole visibility timeout
+    /// (an hour on the template's queue): a transient fault heals within a minute, and a
+    /// lasting one (a wrong bucket) reaches the dead-letter queue after its receives, which
+    /// fails the job, instead of holding it `queued` for hours.
+    pub async fn retry_soon(&self, receipt: &str) {
+        if let Err(e) = self
+            .queue
+            .extend_visibility(receipt, self.cfg.retry_after)
+            .await
+        {
+            tracing::warn!(error = %e, "could not shorten the message's visibility");
+        }
+    }
+
     /// The local worker loop: receive, process, acknowledge; reap now and then. Runs until
     /// the task is dropped.
     pub async fn run(self: Arc<Self>) {
@@ -894,13 +913,20 @@ impl Worker {
                             tracing::warn!(error = %e, "ack");
                         }
                     }
-                    // Not acknowledged: the queue delivers it again after its visibility timeout.
-                    Err(e) => tracing::error!(job = %d.message.job_id, error = %e, "job failed"),
+                    // Not acknowledged: the queue delivers it again, soon.
+                    Err(e) => {
+                        tracing::error!(job = %d.message.job_id, error = %e, "job failed");
+                        self.retry_soon(&d.receipt).await;
+                    }
                 }
             }
         }
     }
 }
+
+/// How long a message whose processing failed for a reason not the job's stays invisible
+/// ([`Worker::retry_soon`]).
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// File in the data directory that the process running its worker holds locked.
 pub const WORKER_LOCK: &str = "worker.lock";

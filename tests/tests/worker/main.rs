@@ -11,7 +11,7 @@ use oven_tests::check_intel_hex;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oven::adapters::local::{LocalDb, LocalDbOptions, LocalStorage};
 use oven::job::{Job, JobId, JobResult, JobState, Transition};
@@ -64,6 +64,7 @@ impl Env {
             compile_timeout: Duration::from_secs(120),
             lease: oven::worker::DEFAULT_LEASE,
             heartbeat: oven::worker::DEFAULT_HEARTBEAT,
+            retry_after: Duration::from_millis(300),
             jobs: 2,
             log_cap: 1 << 20,
             max_attempts: 3,
@@ -688,6 +689,53 @@ async fn lambda_batch_fails_dead_letters_and_reports_infrastructure_errors() {
     .await;
     assert_eq!(failed, ["m4"]);
     assert!(!env.job(id).await.state.is_terminal());
+}
+
+#[tokio::test]
+async fn a_record_failed_by_the_infrastructure_comes_back_after_retry_after() {
+    // A wrong or unreachable bucket is not the job's fault: the record must come back soon
+    // (and reach the dead-letter queue after its receives), not stay away for the queue's
+    // whole visibility timeout with the job shown `queued` (found on moto with a wrong
+    // OVEN_ARTIFACT_BUCKET).
+    use oven::worker::batch::{handle, Record};
+    let env = Env::new();
+    let cfg = env.cfg();
+    let retry_after = cfg.retry_after;
+    let broken = Worker::new(
+        env.store.clone(),
+        env.queue.clone(),
+        Arc::new(faults::DownArtifacts),
+        cfg,
+    );
+    let id = env.submit(good()).await;
+    let d = env.queue.receive(1, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(d.len(), 1);
+    let record = Record {
+        message_id: "m1".into(),
+        body: serde_json::to_string(&d[0].message).unwrap(),
+        event_source_arn: None,
+        receipt_handle: Some(d[0].receipt.clone()),
+    };
+    assert_eq!(handle(&broken, None, &[record]).await, ["m1"]);
+    assert!(!env.job(id).await.state.is_terminal());
+    let back = Instant::now();
+    let again = loop {
+        let d = env
+            .queue
+            .receive(1, Duration::from_millis(100))
+            .await
+            .unwrap();
+        if !d.is_empty() {
+            break d;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "the record did not come back"
+        );
+    };
+    assert_eq!(again[0].message.job_id, id);
+    assert_eq!(again[0].receive_count, 2);
+    assert!(back.elapsed() < retry_after * 10, "{:?}", back.elapsed());
 }
 
 /// The name a browser saves artifact `name` of job `id` under.

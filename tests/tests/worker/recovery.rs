@@ -121,6 +121,7 @@ impl World {
             compile_timeout: Duration::from_secs(120),
             lease,
             heartbeat,
+            retry_after: oven::worker::RETRY_AFTER,
             jobs: 2,
             log_cap: 1 << 20,
             max_attempts: 3,

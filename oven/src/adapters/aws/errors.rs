@@ -27,6 +27,8 @@ pub enum Resource<'a> {
     Table(&'a str),
     /// An SQS queue, by URL or name.
     Queue(&'a str),
+    /// The dead-letter queue `name`, named by `OVEN_DLQ_ARN` = `arn`.
+    DeadLetterQueue { name: &'a str, arn: &'a str },
     /// A service with no resource named: `"s3"`, `"dynamodb"` or `"sqs"` (other names are
     /// shown as they are).
     Service(&'static str),
@@ -37,7 +39,7 @@ impl Resource<'_> {
         match self {
             Resource::Bucket(_) => "S3",
             Resource::Table(_) => "DynamoDB",
-            Resource::Queue(_) => "SQS",
+            Resource::Queue(_) | Resource::DeadLetterQueue { .. } => "SQS",
             Resource::Service("s3") => "S3",
             Resource::Service("dynamodb") => "DynamoDB",
             Resource::Service("sqs") => "SQS",
@@ -50,7 +52,7 @@ impl Resource<'_> {
         match self {
             Resource::Bucket(_) => "s3",
             Resource::Table(_) => "dynamodb",
-            Resource::Queue(_) => "sqs",
+            Resource::Queue(_) | Resource::DeadLetterQueue { .. } => "sqs",
             Resource::Service(s) => s,
         }
     }
@@ -61,6 +63,9 @@ impl Resource<'_> {
             Resource::Bucket(b) => format!("the bucket name `{b}`"),
             Resource::Table(t) => format!("the table name `{t}` ({})", config::JOB_TABLE),
             Resource::Queue(q) => format!("the queue URL `{q}` ({})", config::QUEUE_URL),
+            Resource::DeadLetterQueue { arn, .. } => {
+                format!("the dead-letter queue ARN `{arn}` ({})", config::DLQ_ARN)
+            }
             Resource::Service(_) => "the resource names (OVEN_* variables)".into(),
         }
     }
@@ -72,6 +77,7 @@ impl fmt::Display for Resource<'_> {
             Resource::Bucket(b) => write!(f, "S3 bucket `{b}`"),
             Resource::Table(t) => write!(f, "DynamoDB table `{t}`"),
             Resource::Queue(q) => write!(f, "SQS queue `{q}`"),
+            Resource::DeadLetterQueue { name, .. } => write!(f, "SQS dead-letter queue `{name}`"),
             Resource::Service(_) => write!(f, "{}", self.service()),
         }
     }
@@ -153,7 +159,10 @@ where
         SdkError::ServiceError(_) => {
             let code = err.code().unwrap_or("no error code");
             let message = err.message().unwrap_or("");
-            if MISSING_CODES.contains(&code) {
+            // HeadBucket answers a bare 404, code `NotFound` (HeadObject's 404 is a missing
+            // object, which its caller handles before this).
+            let missing_bucket = code == "NotFound" && matches!(resource, Resource::Bucket(_));
+            if MISSING_CODES.contains(&code) || missing_bucket {
                 // Tables and queues are Oven's alone; buckets may be anyone's.
                 let hint = match resource {
                     Resource::Bucket(_) => "",

@@ -17,7 +17,12 @@ use crate::worker::{Worker, WorkerConfig};
 /// `oven provision` creates).
 pub fn dlq_name(names: &AwsConfig) -> String {
     match &names.dlq_arn {
-        Some(arn) => arn.rsplit(':').next().unwrap_or_default().to_string(),
+        // An ARN ends in `:<name>`; a queue URL given instead ends in `/<name>`.
+        Some(arn) => arn
+            .rsplit([':', '/'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         None => {
             let queue = names.queue_url.trim_end_matches('/');
             format!("{}-dlq", queue.rsplit('/').next().unwrap_or_default())
@@ -38,7 +43,10 @@ async fn dlq_url(clients: &AwsClients, names: &AwsConfig) -> Result<Option<Strin
         {
             Ok(None)
         }
-        Err(e) => Err(resource_error(Resource::Queue(&name), e)),
+        Err(e) => Err(match &names.dlq_arn {
+            Some(arn) => resource_error(Resource::DeadLetterQueue { name: &name, arn }, e),
+            None => resource_error(Resource::Queue(&name), e),
+        }),
     }
 }
 

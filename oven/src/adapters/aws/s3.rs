@@ -116,6 +116,19 @@ impl S3Artifacts {
         &self.bucket
     }
 
+    /// Whether the bucket exists and these credentials reach it (`HeadBucket`), so a wrong
+    /// name shows at start-up rather than when a job stores its firmware. Errors: one sentence
+    /// naming the bucket (see [`super::errors`]).
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| super::resource_error(Resource::Bucket(&self.bucket), e))
+    }
+
     /// Bytes `range` of `key`.
     async fn read_range(
         &self,
