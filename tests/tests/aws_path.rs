@@ -548,3 +548,79 @@ async fn aws_failures_say_what_to_check() {
     one_sentence(&e, "could not reach DynamoDB at");
     one_sentence(&e, "check AWS_ENDPOINT_URL");
 }
+
+/// `oven provision` (and the tests' set-up) creates the resources as template.yaml declares
+/// them: the artifact bucket's expiry and public access block, the queues' retention and long
+/// polling; and a second run changes nothing and fails on nothing (found on moto: buckets had
+/// no lifecycle rule, queues SQS's defaults).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_sets_what_the_template_declares() {
+    let Some(env) = setup("provision").await else {
+        return;
+    };
+    let s3 = &env.clients.s3;
+    for (bucket, expire_days) in [
+        (env.names.artifact_bucket.clone(), Some(2)),
+        (env.names.keyboards_bucket.clone().unwrap(), None),
+    ] {
+        let life = s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        let rule = &life.rules()[0];
+        assert_eq!(
+            rule.expiration().and_then(|e| e.days()),
+            expire_days,
+            "{bucket}"
+        );
+        assert_eq!(
+            rule.abort_incomplete_multipart_upload()
+                .and_then(|a| a.days_after_initiation()),
+            Some(1)
+        );
+        let block = s3
+            .get_public_access_block()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        let c = block.public_access_block_configuration().unwrap();
+        assert_eq!(
+            (
+                c.block_public_acls(),
+                c.block_public_policy(),
+                c.ignore_public_acls(),
+                c.restrict_public_buckets()
+            ),
+            (Some(true), Some(true), Some(true), Some(true)),
+            "{bucket}"
+        );
+    }
+    let attrs = |url: String| {
+        let sqs = env.clients.sqs.clone();
+        async move {
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::All)
+                .send()
+                .await
+                .unwrap()
+                .attributes()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    let q = attrs(env.names.queue_url.clone()).await;
+    assert_eq!(q[&QueueAttributeName::MessageRetentionPeriod], "86400");
+    assert_eq!(q[&QueueAttributeName::ReceiveMessageWaitTimeSeconds], "20");
+    let d = attrs(env.dlq_url.clone()).await;
+    assert_eq!(d[&QueueAttributeName::MessageRetentionPeriod], "1209600");
+    // Again: nothing to create, nothing refused.
+    let prefix = env.names.job_table.trim_end_matches("-jobs").to_string();
+    let again = provision::ensure_all(&env.clients, &prefix, VISIBILITY, MAX_RECEIVES)
+        .await
+        .unwrap();
+    assert_eq!(again.queue_url, env.names.queue_url);
+}

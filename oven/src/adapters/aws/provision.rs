@@ -168,6 +168,35 @@ pub async fn ensure_queues(
         .queue_url()
         .unwrap_or_default()
         .to_string();
+    // The rest of template.yaml's settings, set (not created with) so that queues an older
+    // provision made, with fewer attributes, are brought in step rather than refused.
+    for (url, settings) in [
+        (
+            &queue_url,
+            &[
+                (
+                    QueueAttributeName::MessageRetentionPeriod,
+                    JOB_RETENTION_SECS,
+                ),
+                (QueueAttributeName::ReceiveMessageWaitTimeSeconds, 20),
+            ][..],
+        ),
+        (
+            &dlq_url,
+            &[(
+                QueueAttributeName::MessageRetentionPeriod,
+                DLQ_RETENTION_SECS,
+            )][..],
+        ),
+    ] {
+        let mut call = client.set_queue_attributes().queue_url(url);
+        for (k, v) in settings {
+            call = call.attributes(k.clone(), v.to_string());
+        }
+        call.send()
+            .await
+            .map_err(|e| resource_error(Resource::Queue(url), e))?;
+    }
     Ok(Queues {
         queue_url,
         dlq_url,
@@ -175,18 +204,90 @@ pub async fn ensure_queues(
     })
 }
 
-/// Creates bucket `name` unless this account already has it.
-pub async fn ensure_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), BackendError> {
+/// template.yaml's `MessageRetentionPeriod` of the job queue (1 day) and of the dead-letter
+/// queue (14 days), in seconds.
+pub const JOB_RETENTION_SECS: u32 = 86_400;
+pub const DLQ_RETENTION_SECS: u32 = 1_209_600;
+
+/// Creates bucket `name` unless this account already has it, with template.yaml's public
+/// access block and lifecycle: objects expire after `expire_days` (the artifact bucket's
+/// `RetentionDays`; `None` for the keyboards bucket, whose old releases the publisher
+/// deletes), and unfinished multipart uploads are aborted after a day.
+pub async fn ensure_bucket(
+    client: &aws_sdk_s3::Client,
+    name: &str,
+    expire_days: Option<i32>,
+) -> Result<(), BackendError> {
+    use aws_sdk_s3::types::{
+        AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+        LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
+    };
+    let err = |e| resource_error(Resource::Bucket(name), e);
     match client.create_bucket().bucket(name).send().await {
-        Ok(_) => Ok(()),
+        Ok(_) => {}
         Err(e)
             if e.as_service_error()
-                .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(resource_error(Resource::Bucket(name), e)),
+                .is_some_and(|e| e.is_bucket_already_owned_by_you()) => {}
+        Err(e) => return Err(err(e)),
     }
+    client
+        .put_public_access_block()
+        .bucket(name)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .block_public_policy(true)
+                .ignore_public_acls(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| resource_error(Resource::Bucket(name), e))?;
+    let mut rule = LifecycleRule::builder()
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(1)
+                .build(),
+        );
+    rule = match expire_days {
+        Some(days) => rule
+            .id("expire-after-retention")
+            .expiration(LifecycleExpiration::builder().days(days).build()),
+        None => rule.id("abort-multipart"),
+    };
+    let rule = rule.build().map_err(|e| BackendError::new("s3", e))?;
+    client
+        .put_bucket_lifecycle_configuration()
+        .bucket(name)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .map_err(|e| BackendError::new("s3", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| resource_error(Resource::Bucket(name), e))?;
+    Ok(())
+}
+
+/// template.yaml's `RetentionDays` for a retention of `hours` ([`config::RETENTION_HOURS`]):
+/// whole days, at least one.
+pub fn retention_days(hours: u64) -> i32 {
+    hours.div_ceil(24).clamp(1, i32::MAX as u64) as i32
+}
+
+/// The artifact bucket's expiry from the environment ([`config::RETENTION_HOURS`], default
+/// [`config::DEFAULT_RETENTION_HOURS`]).
+fn env_retention_days() -> i32 {
+    let hours = std::env::var(config::RETENTION_HOURS)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(config::DEFAULT_RETENTION_HOURS);
+    retention_days(hours)
 }
 
 /// Everything Oven needs, named after `prefix` (lower-case letters, digits and dashes), with
@@ -208,8 +309,8 @@ pub async fn ensure_all(
         max_receives,
     )
     .await?;
-    ensure_bucket(&clients.s3, &artifacts).await?;
-    ensure_bucket(&clients.s3, &keyboards).await?;
+    ensure_bucket(&clients.s3, &artifacts, Some(env_retention_days())).await?;
+    ensure_bucket(&clients.s3, &keyboards, None).await?;
     Ok(AwsConfig {
         job_table: table,
         queue_url: queues.queue_url,
@@ -296,9 +397,14 @@ pub async fn from_env(clients: &AwsClients) -> Result<Provisioned, ProvisionErro
         TEMPLATE_MAX_RECEIVES,
     )
     .await?;
-    ensure_bucket(&clients.s3, &names.artifact_bucket).await?;
+    ensure_bucket(
+        &clients.s3,
+        &names.artifact_bucket,
+        Some(env_retention_days()),
+    )
+    .await?;
     if let Some(b) = &names.keyboards_bucket {
-        ensure_bucket(&clients.s3, b).await?;
+        ensure_bucket(&clients.s3, b, None).await?;
     }
     names.queue_url = queues.queue_url;
     names.dlq_arn = Some(queues.dlq_arn);
