@@ -507,6 +507,23 @@ async fn without_a_tree_every_job_finishes_with_the_setup_hint() {
 }
 
 #[tokio::test]
+async fn the_base_source_archive_is_made_when_the_worker_starts() {
+    // Not in the first job, which would show `queued` meanwhile (54 s on moto's S3 once).
+    use oven::ports::ArtifactStore;
+    let env = Env::new();
+    let commit = oven::worker::tree::firmware_commit(&fixture().join("qmk_firmware"));
+    let key = oven::worker::source::base_key(&commit).unwrap();
+    assert_eq!(env.storage.artifacts.size(&key).await.unwrap(), None);
+    let handle = oven::worker::spawn_local(&env.storage, env.cfg()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.storage.artifacts.size(&key).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no base archive without a job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.abort();
+}
+
+#[tokio::test]
 async fn local_worker_loop_submit_to_download() {
     let env = Env::new();
     let handle = oven::worker::spawn_local(&env.storage, env.cfg()).unwrap();

@@ -77,6 +77,7 @@ pub async fn spawn_worker(
     ));
     let dead = worker.clone();
     let dlq = dlq.map(|url| SqsQueue::new(clients.sqs.clone(), url));
+    worker.prepare_in_background();
     Ok(tokio::spawn(async move {
         let drain = async move {
             let Some(dlq) = dlq else { return };
