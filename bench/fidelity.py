@@ -188,7 +188,12 @@ def main():
     agree = sum(1 for x in rows if x["verdict"] != "DIFFER")
     ratios = [x["ratio"] for x in built if x["ratio"]]
     load = open("/proc/loadavg").read().split()[0]
-    lines = [f"# Fidelity: {len(rows)} keyboards (seed {a.seed}), flags {' '.join(RAW_FLAGS)}, "
+    # The result names the build-date directory by its own name only: no machine paths.
+    flags = ' '.join(RAW_FLAGS)
+    if a.oven_date_dir:
+        d = a.oven_date_dir.rstrip('/')
+        flags = flags.replace(d, '<date-dir>') + f" (date-dir: the worker's builddate/{os.path.basename(d)})"
+    lines = [f"# Fidelity: {len(rows)} keyboards (seed {a.seed}), flags {flags}, "
              f"{'side by side' if a.side_by_side else 'one after the other'}, load {load} at the end", "",
              "| keyboard | source | outcome | firmware sha256 equal | Oven s | raw s | ratio | note |",
              "|---|---|---|---|---|---|---|---|"]

@@ -270,7 +270,8 @@ def main():
         if os.environ.get("KEEP_DATA") != "1":
             shutil.rmtree(data, ignore_errors=True)
 
-    seed = f", ccache seed {a.ccache_seed}" if a.ccache_seed else ", no ccache seed"
+    # Named by what it holds, not where it lies on this machine.
+    seed = ", ccache seed made by scripts/seed-ccache.sh" if a.ccache_seed else ", no ccache seed"
     seed += ", no fork server" if a.no_fork_server else ""
     seed += ", no ccache" if a.no_ccache else ""
     seed += ", no cc-option memo" if a.no_cc_option_memo else ""

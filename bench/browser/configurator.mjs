@@ -9,9 +9,8 @@
 // usage: node configurator.mjs --oven URL --configurator URL --keyboards kb[,kb...]
 // env:   CHROMIUM (default /usr/bin/chromium), PLAYWRIGHT_CORE (the module's path)
 // Prints one line per keyboard and exits non-zero when any check fails.
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { launchChromium, sha256File as sha256 } from '../../tests/browser/chromium.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -25,19 +24,10 @@ if (!opt.oven || !opt.configurator || !opt.keyboards) {
   console.error('usage: node configurator.mjs --oven URL --configurator URL --keyboards kb[,kb...]');
   process.exit(2);
 }
-const { chromium } = await import(process.env.PLAYWRIGHT_CORE ?? 'playwright-core');
 const api = opt.oven.replace(/\/$/, '');
 const timeout = Number(opt.timeout) * 1000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  // Without the background-networking flags Chromium keeps calling out to the closed network.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-
-const sha256 = (path) => createHash('sha256').update(readFileSync(path)).digest('hex');
+const browser = await launchChromium();
 const terminal = (page) => page.locator('#terminal').inputValue();
 const enabled = (page, sel) =>
   page.waitForFunction((s) => { const b = document.querySelector(s); return b && !b.disabled; }, sel, { timeout });

@@ -8,19 +8,12 @@
 //
 // usage: node api.mjs --oven URL --page URL   (env CHROMIUM, PLAYWRIGHT_CORE)
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { launchChromium, sha256File } from './chromium.mjs';
 
 const { values: opt } = parseArgs({ options: { oven: { type: 'string' }, page: { type: 'string' } } });
-const { chromium } = await import(process.env.PLAYWRIGHT_CORE ?? 'playwright-core');
 const api = opt.oven.replace(/\/$/, '');
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 const ctx = await browser.newContext({ acceptDownloads: true });
 const page = await ctx.newPage();
 await page.goto(opt.page);
@@ -57,7 +50,7 @@ async function download(url) {
   ]);
   const path = await d.path();
   assert.ok(path, `download of ${url} failed: ${await d.failure()}`);
-  return { name: d.suggestedFilename(), sha256: createHash('sha256').update(readFileSync(path)).digest('hex') };
+  return { name: d.suggestedFilename(), sha256: sha256File(path) };
 }
 
 const checks = [];

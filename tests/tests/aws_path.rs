@@ -507,8 +507,13 @@ async fn aws_failures_say_what_to_check() {
     let e = storage.artifacts.put(&key, body, &meta).await.unwrap_err();
     one_sentence(&e, "S3 bucket `no-such-bucket` does not exist");
     // `oven serve --backend aws` asks before serving (HeadBucket answers a bare 404).
-    let e = storage.artifacts.ping().await.unwrap_err();
+    let e = storage
+        .artifacts
+        .ping(config::ARTIFACT_BUCKET)
+        .await
+        .unwrap_err();
     one_sentence(&e, "S3 bucket `no-such-bucket` does not exist");
+    one_sentence(&e, "`no-such-bucket` (OVEN_ARTIFACT_BUCKET)");
     // A dead-letter queue that OVEN_DLQ_ARN names is named by that variable, with the value
     // as given; a queue URL given instead of the ARN is read by its last segment.
     for given in [

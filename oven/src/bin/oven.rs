@@ -316,19 +316,11 @@ async fn serve(args: ServeArgs, say: Say) -> anyhow::Result<()> {
             let probe = AwsStorage::new(&clients, &names);
             probe.jobs.ping().await?;
             probe.queue.waiting().await?;
-            let bucket_named = |var: &'static str| {
-                move |e: oven::ports::BackendError| anyhow::anyhow!("{} ({var})", e.message)
-            };
-            probe
-                .artifacts
-                .ping()
-                .await
-                .map_err(bucket_named(oven::config::ARTIFACT_BUCKET))?;
+            probe.artifacts.ping(oven::config::ARTIFACT_BUCKET).await?;
             if let Some(kb) = &names.keyboards_bucket {
                 oven::adapters::aws::S3Artifacts::new(clients.s3.clone(), kb)
-                    .ping()
-                    .await
-                    .map_err(bucket_named(oven::config::KEYBOARDS_BUCKET))?;
+                    .ping(oven::config::KEYBOARDS_BUCKET)
+                    .await?;
             }
             let app = oven::http::aws::app(&clients, &names, config, 1);
             say.line(format!(

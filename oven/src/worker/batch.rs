@@ -48,9 +48,6 @@ pub async fn handle(worker: &Worker, dlq_arn: Option<&str>, records: &[Record]) 
             Ok(p) => tracing::info!(job = %message.job_id, outcome = ?p, from_dlq, "processed"),
             Err(e) => {
                 tracing::error!(job = %message.job_id, error = %e, "will be delivered again");
-                if let Some(receipt) = r.receipt_handle.as_deref() {
-                    worker.retry_soon(receipt).await;
-                }
                 failed.push(r.message_id.clone());
             }
         }

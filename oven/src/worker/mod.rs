@@ -443,9 +443,17 @@ impl Worker {
         receipt: Option<&str>,
     ) -> Result<Processed, WorkerError> {
         use tracing::Instrument;
-        self.process_in_span(message, receipt)
+        let processed = self
+            .process_in_span(message, receipt)
             .instrument(telemetry::job_span(message.job_id))
-            .await
+            .await;
+        match (&processed, receipt) {
+            // Whoever holds the job now, or the next delivery, carries on.
+            (Err(WorkerError::LeaseLost(_)), _) | (Ok(_), _) | (_, None) => {}
+            // Not the job's fault: back soon rather than after the whole visibility timeout.
+            (Err(_), Some(receipt)) => self.retry_soon(receipt).await,
+        }
+        processed
     }
 
     async fn process_in_span(
@@ -884,11 +892,12 @@ impl Worker {
     }
 
     /// After a failure that is not the job's (a store, queue or bucket error), the message
-    /// comes back after `retry_after` ([`RETRY_AFTER`] by default) rather than after the queue's whole visibility timeout
-    /// (an hour on the template's queue): a transient fault heals within a minute, and a
-    /// lasting one (a wrong bucket) reaches the dead-letter queue after its receives, which
-    /// fails the job, instead of holding it `queued` for hours.
-    pub async fn retry_soon(&self, receipt: &str) {
+    /// comes back after `retry_after` ([`RETRY_AFTER`] by default) rather than after the
+    /// queue's whole visibility timeout (an hour on the template's queue): a transient fault
+    /// heals within a minute, and a lasting one (a wrong bucket) reaches the dead-letter queue
+    /// after its receives, which fails the job, instead of holding it `queued` for hours.
+    /// [`Self::process_delivery`] calls it for every such failure.
+    async fn retry_soon(&self, receipt: &str) {
         if let Err(e) = self
             .queue
             .extend_visibility(receipt, self.cfg.retry_after)
@@ -928,11 +937,8 @@ impl Worker {
                             tracing::warn!(error = %e, "ack");
                         }
                     }
-                    // Not acknowledged: the queue delivers it again, soon.
-                    Err(e) => {
-                        tracing::error!(job = %d.message.job_id, error = %e, "job failed");
-                        self.retry_soon(&d.receipt).await;
-                    }
+                    // Not acknowledged: the queue delivers it again (soon, see retry_soon).
+                    Err(e) => tracing::error!(job = %d.message.job_id, error = %e, "job failed"),
                 }
             }
         }

@@ -14,7 +14,7 @@
 //! the build decides, as `qmk compile` would.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -38,31 +38,44 @@ pub struct Layouts {
     pub aliases: BTreeMap<String, String>,
 }
 
-/// Reads the layouts along `keyboard`'s folder path; deeper files override shallower ones.
-pub fn layouts(home: &Path, keyboard: &str) -> Layouts {
-    let mut out = Layouts::default();
+/// The keyboard's folders, from `keyboards/<first segment>` down to its own.
+fn folders(home: &Path, keyboard: &str) -> Vec<PathBuf> {
     let mut dir = home.join("keyboards");
-    for segment in keyboard.split('/') {
-        dir.push(segment);
-        for file in ["info.json", "keyboard.json"] {
-            let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
-                continue;
-            };
-            let Ok(doc) = crate::hjson::parse(&text) else {
-                continue;
-            };
-            if let Some(Value::Object(layouts)) = doc.get("layouts") {
-                for (name, l) in layouts {
-                    if let Some(Value::Array(keys)) = l.get("layout") {
-                        out.keys.insert(name.clone(), keys.len());
-                    }
+    keyboard
+        .split('/')
+        .map(|segment| {
+            dir.push(segment);
+            dir.clone()
+        })
+        .collect()
+}
+
+/// The info.json / keyboard.json documents of `folders`, shallow first (unreadable ones left
+/// out), read once for every check.
+fn json_docs(folders: &[PathBuf]) -> Vec<Value> {
+    folders
+        .iter()
+        .flat_map(|dir| ["info.json", "keyboard.json"].map(|f| dir.join(f)))
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .filter_map(|text| crate::hjson::parse(&text).ok())
+        .collect()
+}
+
+/// The layouts of `docs` (see [`json_docs`]); deeper files override shallower ones.
+fn layouts_of(docs: &[Value]) -> Layouts {
+    let mut out = Layouts::default();
+    for doc in docs {
+        if let Some(Value::Object(layouts)) = doc.get("layouts") {
+            for (name, l) in layouts {
+                if let Some(Value::Array(keys)) = l.get("layout") {
+                    out.keys.insert(name.clone(), keys.len());
                 }
             }
-            if let Some(Value::Object(aliases)) = doc.get("layout_aliases") {
-                for (from, to) in aliases {
-                    if let Some(to) = to.as_str() {
-                        out.aliases.insert(from.clone(), to.to_string());
-                    }
+        }
+        if let Some(Value::Object(aliases)) = doc.get("layout_aliases") {
+            for (from, to) in aliases {
+                if let Some(to) = to.as_str() {
+                    out.aliases.insert(from.clone(), to.to_string());
                 }
             }
         }
@@ -208,36 +221,28 @@ fn read_rules_mk(text: &str, rules: &mut [Option<bool>; 2], out: &mut LayerSetti
     }
 }
 
-fn layer_settings(home: &Path, keyboard: &str) -> LayerSettings {
+fn layer_settings(folders: &[PathBuf], docs: &[Value]) -> LayerSettings {
     let mut out = LayerSettings::default();
     let mut json: [Option<bool>; 2] = [None, None];
     let mut json_count = None;
-    let mut rules: [Option<bool>; 2] = [None, None];
-    let mut dir = home.join("keyboards");
-    for segment in keyboard.split('/') {
-        dir.push(segment);
-        for file in ["info.json", "keyboard.json"] {
-            let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
-                continue;
-            };
-            let Ok(doc) = crate::hjson::parse(&text) else {
-                continue;
-            };
-            for (i, f) in ["via", "dynamic_keymap"].iter().enumerate() {
-                if let Some(on) = doc
-                    .pointer(&format!("/features/{f}"))
-                    .and_then(Value::as_bool)
-                {
-                    json[i] = Some(on);
-                }
-            }
-            if let Some(n) = doc
-                .pointer("/dynamic_keymap/layer_count")
-                .and_then(Value::as_u64)
+    for doc in docs {
+        for (i, f) in ["via", "dynamic_keymap"].iter().enumerate() {
+            if let Some(on) = doc
+                .pointer(&format!("/features/{f}"))
+                .and_then(Value::as_bool)
             {
-                json_count = Some(n as usize);
+                json[i] = Some(on);
             }
         }
+        if let Some(n) = doc
+            .pointer("/dynamic_keymap/layer_count")
+            .and_then(Value::as_u64)
+        {
+            json_count = Some(n as usize);
+        }
+    }
+    let mut rules: [Option<bool>; 2] = [None, None];
+    for dir in folders {
         if let Ok(text) = std::fs::read_to_string(dir.join("rules.mk")) {
             read_rules_mk(&text, &mut rules, &mut out);
         }
@@ -268,7 +273,12 @@ fn layer_settings(home: &Path, keyboard: &str) -> LayerSettings {
 /// `LAYER_STATE_8BIT` / `16BIT` / `32BIT` (checked in that order), 16 when none is defined.
 /// `None` when the files say something the reader cannot follow: the build decides.
 pub fn layer_limit(home: &Path, keyboard: &str, request: &Value) -> Option<LayerLimit> {
-    let kb = layer_settings(home, keyboard);
+    let folders = folders(home, keyboard);
+    layer_limit_of(&folders, &json_docs(&folders), request)
+}
+
+fn layer_limit_of(folders: &[PathBuf], docs: &[Value], request: &Value) -> Option<LayerLimit> {
+    let kb = layer_settings(folders, docs);
     if kb.unknown {
         return None;
     }
@@ -336,7 +346,9 @@ pub fn check(home: &Path, keyboard: &str, request: &Value) -> Result<(), Rejecti
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
 
-    let known = layouts(home, keyboard);
+    let folders = folders(home, keyboard);
+    let docs = json_docs(&folders);
+    let known = layouts_of(&docs);
     if !known.keys.is_empty() {
         let name = known
             .aliases
@@ -369,7 +381,7 @@ pub fn check(home: &Path, keyboard: &str, request: &Value) -> Result<(), Rejecti
         }
     }
 
-    let limit = layer_limit(home, keyboard, request);
+    let limit = layer_limit_of(&folders, &docs, request);
     if let Some(limit) = limit.filter(|l| layers.len() > l.max) {
         return reject(
             "too_many_layers",

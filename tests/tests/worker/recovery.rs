@@ -342,10 +342,13 @@ async fn lease_renewed_during_a_long_compile(w: World) {
             // How long since this worker took the job.
             let at = Duration::from_millis((Millis::now().0 - job.started_at.unwrap().0) as u64);
             // The message delivered again, to another worker: the job is held, nothing built.
-            assert_eq!(
-                other.process(&msg).await.unwrap(),
-                Processed::Duplicate(JobState::Running)
-            );
+            // (It may finish between the read above and this delivery, on a loaded machine:
+            // then it is a duplicate of the finished job, still nothing built.)
+            match other.process(&msg).await.unwrap() {
+                Processed::Duplicate(JobState::Running) => {}
+                Processed::Duplicate(JobState::Finished) => return seen,
+                p => panic!("a redelivery to another worker while the job ran gave {p:?}"),
+            }
             assert_eq!(other.reap().await.unwrap(), 0);
             seen = (seen.0 + 1, at);
         }

@@ -23,6 +23,8 @@ pub const DETAIL_TARGET: &str = "oven::aws::detail";
 pub enum Resource<'a> {
     /// An S3 bucket, by name.
     Bucket(&'a str),
+    /// An S3 bucket `name` that variable `var` names (`OVEN_ARTIFACT_BUCKET`, ...).
+    BucketOf { name: &'a str, var: &'static str },
     /// A DynamoDB table, by name.
     Table(&'a str),
     /// An SQS queue, by URL or name.
@@ -37,7 +39,7 @@ pub enum Resource<'a> {
 impl Resource<'_> {
     fn service(&self) -> &'static str {
         match self {
-            Resource::Bucket(_) => "S3",
+            Resource::Bucket(_) | Resource::BucketOf { .. } => "S3",
             Resource::Table(_) => "DynamoDB",
             Resource::Queue(_) | Resource::DeadLetterQueue { .. } => "SQS",
             Resource::Service("s3") => "S3",
@@ -50,7 +52,7 @@ impl Resource<'_> {
     /// The `BackendError::backend` of the adapters (`s3`, `dynamodb`, `sqs`).
     fn backend(&self) -> &'static str {
         match self {
-            Resource::Bucket(_) => "s3",
+            Resource::Bucket(_) | Resource::BucketOf { .. } => "s3",
             Resource::Table(_) => "dynamodb",
             Resource::Queue(_) | Resource::DeadLetterQueue { .. } => "sqs",
             Resource::Service(s) => s,
@@ -61,6 +63,7 @@ impl Resource<'_> {
     fn check(&self) -> String {
         match self {
             Resource::Bucket(b) => format!("the bucket name `{b}`"),
+            Resource::BucketOf { name, var } => format!("the bucket name `{name}` ({var})"),
             Resource::Table(t) => format!("the table name `{t}` ({})", config::JOB_TABLE),
             Resource::Queue(q) => format!("the queue URL `{q}` ({})", config::QUEUE_URL),
             Resource::DeadLetterQueue { arn, .. } => {
@@ -74,7 +77,9 @@ impl Resource<'_> {
 impl fmt::Display for Resource<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Resource::Bucket(b) => write!(f, "S3 bucket `{b}`"),
+            Resource::Bucket(b) | Resource::BucketOf { name: b, .. } => {
+                write!(f, "S3 bucket `{b}`")
+            }
             Resource::Table(t) => write!(f, "DynamoDB table `{t}`"),
             Resource::Queue(q) => write!(f, "SQS queue `{q}`"),
             Resource::DeadLetterQueue { name, .. } => write!(f, "SQS dead-letter queue `{name}`"),
@@ -161,11 +166,12 @@ where
             let message = err.message().unwrap_or("");
             // HeadBucket answers a bare 404, code `NotFound` (HeadObject's 404 is a missing
             // object, which its caller handles before this).
-            let missing_bucket = code == "NotFound" && matches!(resource, Resource::Bucket(_));
+            let is_bucket = matches!(resource, Resource::Bucket(_) | Resource::BucketOf { .. });
+            let missing_bucket = code == "NotFound" && is_bucket;
             if MISSING_CODES.contains(&code) || missing_bucket {
                 // Tables and queues are Oven's alone; buckets may be anyone's.
                 let hint = match resource {
-                    Resource::Bucket(_) => "",
+                    Resource::Bucket(_) | Resource::BucketOf { .. } => "",
                     _ => " (`oven provision` creates them on an empty account or emulator)",
                 };
                 (

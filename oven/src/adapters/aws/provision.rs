@@ -222,13 +222,12 @@ pub async fn ensure_bucket(
         AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
         LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
     };
-    let err = |e| resource_error(Resource::Bucket(name), e);
     match client.create_bucket().bucket(name).send().await {
         Ok(_) => {}
         Err(e)
             if e.as_service_error()
                 .is_some_and(|e| e.is_bucket_already_owned_by_you()) => {}
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(resource_error(Resource::Bucket(name), e)),
     }
     client
         .put_public_access_block()
@@ -380,13 +379,14 @@ pub async fn from_env(clients: &AwsClients) -> Result<Provisioned, ProvisionErro
         &names.queue_url,
         queue_url.rsplit('/').next().unwrap_or_default(),
     )?;
+    // Named as the worker finds it (`runner::dlq_name`), checked against the variable it came from.
     let dlq = match &names.dlq_arn {
-        Some(arn) => queue_name(
-            config::DLQ_ARN,
-            arn,
-            arn.rsplit(':').next().unwrap_or_default(),
+        Some(arn) => queue_name(config::DLQ_ARN, arn, &super::runner::dlq_name(&names))?,
+        None => queue_name(
+            config::QUEUE_URL,
+            &names.queue_url,
+            &super::runner::dlq_name(&names),
         )?,
-        None => queue_name(config::QUEUE_URL, &names.queue_url, &format!("{queue}-dlq"))?,
     };
     ensure_table(&clients.dynamodb, &names.job_table).await?;
     let queues = ensure_queues(

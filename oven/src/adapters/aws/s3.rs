@@ -118,15 +118,21 @@ impl S3Artifacts {
 
     /// Whether the bucket exists and these credentials reach it (`HeadBucket`), so a wrong
     /// name shows at start-up rather than when a job stores its firmware. Errors: one sentence
-    /// naming the bucket (see [`super::errors`]).
-    pub async fn ping(&self) -> Result<(), BackendError> {
+    /// naming the bucket and `var`, the variable it came from (see [`super::errors`]).
+    pub async fn ping(&self, var: &'static str) -> Result<(), BackendError> {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| super::resource_error(Resource::Bucket(&self.bucket), e))
+            .map_err(|e| {
+                let bucket = Resource::BucketOf {
+                    name: &self.bucket,
+                    var,
+                };
+                super::resource_error(bucket, e)
+            })
     }
 
     /// Bytes `range` of `key`.
